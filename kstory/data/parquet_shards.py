@@ -1,0 +1,82 @@
+"""Reads and writes StoryReasoning-layout parquet shards."""
+
+import glob
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+STORY_REASONING_SCHEMA = pa.schema(
+    [
+        ("story_id", pa.string()),
+        (
+            "images",
+            pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+        ),
+        ("frame_count", pa.int32()),
+        ("chain_of_thought", pa.string()),
+        ("story", pa.string()),
+    ]
+)
+
+
+def write_shards(rows, directory, split, num_shards=1):
+    """Writes rows as `data/<split>-0000i-of-0000n.parquet`, as on the HF Hub.
+
+    Args:
+        rows: list of dicts with the StoryReasoning columns.
+        directory: str. The dataset folder; shards go to its `data/`.
+        split: str. Split name used in the file names (`train`, `test`).
+        num_shards: int. Number of files the rows are spread over.
+
+    Returns:
+        The list of written paths.
+    """
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be at least 1; got {num_shards}.")
+    data_dir = os.path.join(directory, "data")
+    os.makedirs(data_dir, exist_ok=True)
+    paths = []
+    for shard in range(num_shards):
+        path = os.path.join(data_dir, f"{split}-{shard:05d}-of-{num_shards:05d}.parquet")
+        table = pa.Table.from_pylist(rows[shard::num_shards], schema=STORY_REASONING_SCHEMA)
+        pq.write_table(table, path)
+        paths.append(path)
+    return paths
+
+
+def find_shards(path, split):
+    """Lists the parquet shards of `split` under a downloaded dataset folder.
+
+    Accepts the folder of a Hub download (`<path>/data/<split>-*.parquet`),
+    a folder holding the shards directly, or one parquet file.
+    """
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise ValueError(f"No StoryReasoning data at {path!r}: not a file or folder.")
+    for pattern in (f"data/{split}-*.parquet", f"{split}-*.parquet", f"{split}/*.parquet"):
+        shards = sorted(glob.glob(os.path.join(path, pattern)))
+        if shards:
+            return shards
+    raise ValueError(
+        f"No parquet shards for split {split!r} under {path!r} "
+        f"(looked for data/{split}-*.parquet, {split}-*.parquet, {split}/*.parquet)."
+    )
+
+
+def iter_rows(shards, batch_size=32):
+    """Yields `(location, row)` for each row, location naming shard and row."""
+    for shard in shards:
+        parquet_file = pq.ParquetFile(shard)
+        missing = set(STORY_REASONING_SCHEMA.names) - set(parquet_file.schema_arrow.names)
+        if "story" in missing or "images" in missing:
+            raise ValueError(
+                f"{shard} lacks the column(s) {sorted(missing)}; expected the "
+                f"StoryReasoning columns {STORY_REASONING_SCHEMA.names}."
+            )
+        row_index = 0
+        for batch in parquet_file.iter_batches(batch_size=batch_size):
+            for row in batch.to_pylist():
+                yield f"{os.path.basename(shard)}:{row_index}", row
+                row_index += 1

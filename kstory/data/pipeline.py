@@ -1,0 +1,128 @@
+"""The tf.data pipeline from `Story` records to model-ready batches."""
+
+import numpy as np
+import tensorflow as tf
+
+from kstory.data.windows import story_windows
+
+
+def _read_image(image):
+    if isinstance(image, (bytes, bytearray)):
+        return bytes(image)
+    with open(image, "rb") as file:
+        return file.read()
+
+
+def _decode_resize(encoded, size):
+    """Decodes any PNG/JPEG/GIF/BMP to RGB and resizes to `size`, float 0..255."""
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False, dtype=tf.uint8)
+    image = tf.image.resize(tf.cast(image, tf.float32), size, antialias=True)
+    return tf.ensure_shape(image, (*size, 3))
+
+
+def make_dataset(
+    stories,
+    preprocessor,
+    image_size=64,
+    target_image_size=64,
+    num_context_steps=4,
+    window_mode="all",
+    batch_size=8,
+    shuffle=False,
+    shuffle_buffer=1024,
+    seed=0,
+    cache=False,
+    drop_remainder=False,
+):
+    """Builds the `(inputs, targets)` dataset that `model.fit` consumes.
+
+    Each sample is one window: `num_context_steps` consecutive frames and the
+    frame after them. Images are decoded and resized in parallel; captions are
+    tokenised per batch by `preprocessor`.
+
+    Inputs:
+        - `images`: uint8 `(batch, num_context_steps, image_size, image_size, 3)`.
+        - `token_ids`, `padding_mask`: `(batch, num_context_steps, L)`.
+        - `decoder_token_ids`: `(batch, L')`, the next caption from `[CLS]`.
+    Targets:
+        - `next_image`: float32 `(batch, target_image_size, target_image_size,
+          3)` in [0, 1].
+        - `next_token_ids`: `(batch, L')`, the decoder input shifted left by
+          one, ending in `[SEP]` and padding.
+
+    Args:
+        stories: list of `Story`.
+        preprocessor: `StoryTextPreprocessor`.
+        image_size: int. Side of the context images.
+        target_image_size: int. Side of the predicted next image.
+        num_context_steps: int. Context frames per window.
+        window_mode: str. `"all"` windows, or only each story's `"first"`.
+        batch_size: int. Samples per batch.
+        shuffle: bool. Shuffle windows, reshuffled each epoch, seeded.
+        shuffle_buffer: int. Shuffle buffer when `cache` is on; without
+            cache the shuffle is a full permutation of window indices.
+        seed: int. Seed of the shuffle.
+        cache: bool. Keep decoded samples in memory after the first epoch.
+        drop_remainder: bool. Drop the last partial batch.
+
+    Example:
+    >>> dataset = make_dataset(stories, preprocessor, batch_size=2)
+    ... # doctest: +SKIP
+    >>> inputs, targets = next(iter(dataset))  # doctest: +SKIP
+    """
+    windows = story_windows(stories, num_context_steps, window_mode)
+    if len(windows) == 0:
+        raise ValueError(
+            f"No {num_context_steps + 1}-frame window in {len(stories)} stories; "
+            "each story needs more frames than num_context_steps."
+        )
+    # One flat table of frames; a window is the global index of its frames.
+    offsets = np.cumsum([0] + [story.num_frames for story in stories])
+    frame_indices = (
+        offsets[windows[:, 0]][:, None] + windows[:, 1][:, None] + np.arange(num_context_steps + 1)
+    )
+    frame_images = [image for story in stories for image in story.images]
+    frame_texts = tf.constant([text for story in stories for text in story.texts])
+
+    def fetch_images(indices):
+        return np.array([_read_image(frame_images[i]) for i in indices], dtype=object)
+
+    def load_window(indices):
+        encoded = tf.numpy_function(fetch_images, [indices], tf.string, stateful=False)
+        encoded.set_shape((num_context_steps + 1,))
+        context = tf.map_fn(
+            lambda data: _decode_resize(data, (image_size, image_size)),
+            encoded[:num_context_steps],
+            fn_output_signature=tf.TensorSpec((image_size, image_size, 3), tf.float32),
+        )
+        target = _decode_resize(encoded[num_context_steps], (target_image_size,) * 2)
+        texts = tf.gather(frame_texts, indices)
+        return {
+            "images": tf.cast(tf.clip_by_value(tf.round(context), 0, 255), tf.uint8),
+            "context_texts": texts[:num_context_steps],
+            "next_image": target / 255.0,
+            "next_text": texts[num_context_steps],
+        }
+
+    def tokenize(batch):
+        text = preprocessor(batch["context_texts"], batch["next_text"])
+        inputs = {
+            "images": batch["images"],
+            "token_ids": text["token_ids"],
+            "padding_mask": text["padding_mask"],
+            "decoder_token_ids": text["decoder_token_ids"],
+        }
+        targets = {"next_image": batch["next_image"], "next_token_ids": text["next_token_ids"]}
+        return inputs, targets
+
+    dataset = tf.data.Dataset.from_tensor_slices(frame_indices.astype(np.int64))
+    if shuffle and not cache:
+        dataset = dataset.shuffle(len(frame_indices), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(load_window, num_parallel_calls=tf.data.AUTOTUNE)
+    if cache:
+        dataset = dataset.cache()
+        if shuffle:
+            dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    dataset = dataset.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)

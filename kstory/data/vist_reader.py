@@ -1,0 +1,93 @@
+"""Reads VIST story-in-sequence annotations into aligned `Story` records."""
+
+import collections
+import json
+import os
+
+from kstory.data.skip_log import SkipLog
+from kstory.data.story_admission import admit_stories
+
+VIST_STORY_LENGTH = 5
+_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+
+
+def _index_images(image_dir):
+    """Maps a photo id (the file stem) to its path, searching sub-folders."""
+    index = {}
+    for root, _, files in os.walk(image_dir):
+        for name in files:
+            stem, extension = os.path.splitext(name)
+            if extension.lower() in _IMAGE_EXTENSIONS:
+                index.setdefault(stem, os.path.join(root, name))
+    return index
+
+
+def read_vist(annotations_path, image_dir, text_field="text", validate_images=True):
+    """Reads a VIST `*.story-in-sequence.json` file and its photos.
+
+    Sentences are grouped by `story_id` and ordered by
+    `worker_arranged_photo_order`. Each story must have exactly five photos,
+    each found in `image_dir` (or a sub-folder) as `<photo_flickr_id>.<ext>`.
+    Other stories are skipped with a log line naming them and a count.
+    Images stay on disk; the pipeline reads them by path.
+
+    Args:
+        annotations_path: str. Path of e.g. `train.story-in-sequence.json`.
+        image_dir: str. Folder holding the photos.
+        text_field: str. `"text"` (VIST's tokenised, anonymised sentence) or
+            `"original_text"`.
+        validate_images: bool. Decode each photo once while reading.
+
+    Returns:
+        A tuple `(stories, skips)`: a list of `Story` and a `SkipLog`.
+    """
+    if text_field not in ("text", "original_text"):
+        raise ValueError(
+            f"text_field must be 'text' or 'original_text'; got {text_field!r}."
+        )
+    with open(annotations_path, encoding="utf-8", errors="replace") as file:
+        document = json.load(file)
+    if "annotations" not in document:
+        raise ValueError(
+            f"{annotations_path} has no 'annotations' key; is it a VIST "
+            "story-in-sequence file?"
+        )
+    skips = SkipLog(f"VIST[{os.path.basename(annotations_path)}]")
+    sentences = collections.defaultdict(list)
+    for entry in document["annotations"]:
+        for sentence in entry if isinstance(entry, list) else [entry]:
+            sentences[str(sentence.get("story_id"))].append(sentence)
+    images = _index_images(image_dir)
+    candidates = []
+    for story_id, story_sentences in sentences.items():
+        story_sentences.sort(key=lambda s: int(s.get("worker_arranged_photo_order", 0)))
+        orders = [int(s.get("worker_arranged_photo_order", -1)) for s in story_sentences]
+        if orders != list(range(VIST_STORY_LENGTH)):
+            skips.skip(
+                story_id,
+                "wrong_frame_count",
+                f"photo orders {orders}, expected 0..{VIST_STORY_LENGTH - 1} once each",
+            )
+            continue
+        photo_ids = [str(s.get("photo_flickr_id")) for s in story_sentences]
+        missing = [photo for photo in photo_ids if photo not in images]
+        if missing:
+            skips.skip(story_id, "missing_image", f"no file for photo(s) {missing}")
+            continue
+        texts = [" ".join(str(s.get(text_field) or "").split()) for s in story_sentences]
+        empty = [i + 1 for i, text in enumerate(texts) if not text]
+        if empty:
+            skips.skip(story_id, "empty_text", f"frame(s) {empty} have no text")
+            continue
+        candidates.append(
+            {
+                "story_id": story_id,
+                "images": [images[photo] for photo in photo_ids],
+                "texts": texts,
+                "entities": [()] * VIST_STORY_LENGTH,
+            }
+        )
+    stories = admit_stories(
+        candidates, skips, min_frames=VIST_STORY_LENGTH, validate_images=validate_images
+    )
+    return stories, skips
