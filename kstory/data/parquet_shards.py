@@ -65,6 +65,14 @@ def find_shards(path, split):
     )
 
 
+def find_shards_or_none(path, split):
+    """Like `find_shards`, but an empty list when there are none."""
+    try:
+        return find_shards(path, split)
+    except ValueError:
+        return []
+
+
 def iter_rows(shards, batch_size=32):
     """Yields `(location, row)` for each row, location naming shard and row."""
     for shard in shards:

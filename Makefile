@@ -1,0 +1,24 @@
+# kstory: `make demo` runs the main job, `make test` runs the suite on all backends.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+BACKENDS := tensorflow jax torch
+
+.PHONY: setup demo test
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e ".[jax,torch,dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/kstory data --config configs/tiny.py --workdir runs/tiny
+
+# One process per backend, as keras-hub does.
+test: setup
+	@for backend in $(BACKENDS); do \
+	  echo "== KERAS_BACKEND=$$backend"; \
+	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q -p no:cacheprovider -m "not large" || exit 1; \
+	done

@@ -1,0 +1,111 @@
+"""The run configuration: loading config files and `--set` overrides."""
+
+import dataclasses
+import importlib.util
+import os
+import typing
+
+from kstory.data.data_config import DataConfig
+
+
+@dataclasses.dataclass
+class Config:
+    """Everything a run needs, as data.
+
+    Args:
+        data: `DataConfig`. Source, windows, splits and pipeline.
+        seed: int. Seed of the run.
+    """
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    seed: int = 0
+
+
+def load_config(path, smoke=False):
+    """Runs `get_config(smoke=...)` from a config file and returns its `Config`.
+
+    Args:
+        path: str. A file such as `configs/tiny.py`.
+        smoke: bool. Ask the config for its few-second smoke variant.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"No config file at {path!r}.")
+    spec = importlib.util.spec_from_file_location("kstory_config_file", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"{path} defines no get_config(smoke=False).")
+    config = module.get_config(smoke=smoke)
+    if not isinstance(config, Config):
+        raise ValueError(f"{path}: get_config() returned {type(config).__name__}, not Config.")
+    return config
+
+
+def _field_names(instance, prefix=""):
+    names = []
+    for field in dataclasses.fields(instance):
+        value = getattr(instance, field.name)
+        if dataclasses.is_dataclass(value):
+            names += _field_names(value, f"{prefix}{field.name}.")
+        else:
+            names.append(prefix + field.name)
+    return names
+
+
+def _parse_value(key, text, annotation):
+    optional = typing.get_origin(annotation) is typing.Union and type(None) in typing.get_args(
+        annotation
+    )
+    if optional:
+        if text.lower() in ("none", "null", ""):
+            return None
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if annotation is bool:
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(f"{key} takes true or false; got {text!r}.")
+    if annotation in (int, float, str):
+        try:
+            return annotation(text)
+        except ValueError:
+            raise ValueError(f"{key} takes a {annotation.__name__}; got {text!r}.") from None
+    raise ValueError(f"{key} cannot be set from the command line.")
+
+
+def apply_overrides(config, assignments):
+    """Returns a copy of `config` with `key=value` assignments applied.
+
+    Keys are dotted paths (`data.batch_size=32`). An unknown key, a value of
+    the wrong type or an invalid value raises a `ValueError` naming the key.
+
+    Example:
+    >>> apply_overrides(Config(), ["data.batch_size=4"]).data.batch_size
+    4
+    """
+    for assignment in assignments:
+        key, separator, text = assignment.partition("=")
+        if not separator:
+            raise ValueError(f"Override {assignment!r} is not of the form key=value.")
+        key = key.strip()
+        valid = _field_names(config)
+        if key not in valid:
+            raise ValueError(f"Unknown config key {key!r}. Valid keys: {', '.join(valid)}.")
+        *parents, name = key.split(".")
+        config = _replace_path(config, parents, name, text.strip(), key)
+    return config
+
+
+def _replace_path(instance, parents, name, text, key):
+    if parents:
+        child = getattr(instance, parents[0])
+        return dataclasses.replace(
+            instance, **{parents[0]: _replace_path(child, parents[1:], name, text, key)}
+        )
+    hints = typing.get_type_hints(type(instance))
+    return dataclasses.replace(instance, **{name: _parse_value(key, text, hints[name])})
+
+
+def config_to_dict(config):
+    return dataclasses.asdict(config)

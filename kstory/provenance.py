@@ -1,0 +1,49 @@
+"""Where a result came from: command, config, backend, machine, versions."""
+
+import datetime
+import os
+import platform
+import shlex
+import subprocess
+import sys
+
+
+def _git_commit():
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _memory_gib():
+    try:
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        return round(pages * page_size / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def provenance(config_path=None):
+    """Returns a dict that says what produced a result, for `results/` files."""
+    import keras
+
+    return {
+        "command": "kstory " + shlex.join(sys.argv[1:]),
+        "config": config_path,
+        "backend": keras.config.backend(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {_memory_gib()} GiB, "
+        f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "keras": keras.__version__,
+        "kstory_commit": _git_commit(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def provenance_markdown(record):
+    """Renders `provenance()` as the header of a results file."""
+    return "\n".join(f"- {name}: `{value}`" for name, value in record.items())
