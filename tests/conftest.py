@@ -59,3 +59,81 @@ def learned_tokenizer(embedded_stories):
 @pytest.fixture(scope="session")
 def repo_root():
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def tiny_preprocessor(learned_tokenizer):
+    from kstory.data.story_text_preprocessor import StoryTextPreprocessor
+
+    return StoryTextPreprocessor(learned_tokenizer, sequence_length=48, decoder_sequence_length=48)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(embedded_stories, tiny_preprocessor):
+    from kstory.data.pipeline import make_dataset
+
+    return make_dataset(
+        embedded_stories[:6], tiny_preprocessor, image_size=32, target_image_size=32,
+        batch_size=2, shuffle=True, seed=0,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_batch(tiny_dataset):
+    import keras
+
+    inputs, targets = next(iter(tiny_dataset))
+    return (keras.tree.map_structure(lambda x: x.numpy(), inputs),
+            keras.tree.map_structure(lambda x: x.numpy(), targets))
+
+
+def tiny_model_config(**overrides):
+    """Tiny settings: MobileNetV3Small at 32 px, hidden 16, 2 text layers."""
+    from kstory.models.model_config import ModelConfig
+
+    settings = dict(
+        image_encoder="MobileNetV3Small", image_weights="none", text_encoder="tiny",
+        tiny_text_layers=2, tiny_text_hidden_dim=16, tiny_text_heads=2,
+        num_frozen_text_layers=1, embedding_dim=16, fusion_dim=16, temporal_units=16,
+        decoder_filters=32, text_decoder_embedding_dim=16, text_decoder_units=16,
+    )
+    settings.update(overrides)
+    return ModelConfig(**settings)
+
+
+def tiny_data_config(**overrides):
+    from kstory.data.data_config import DataConfig
+
+    settings = dict(image_size=32, target_image_size=32, sequence_length=48,
+                    decoder_sequence_length=48, batch_size=2)
+    settings.update(overrides)
+    return DataConfig(**settings)
+
+
+def tiny_image_encoder(image_size=32, policy=None):
+    """A two-convolution CNN: a cheap stand-in for a keras.applications model."""
+    import keras
+
+    images = keras.Input((image_size, image_size, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", dtype=policy)(images)
+    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu", dtype=policy)(x)
+    features = keras.layers.GlobalAveragePooling2D(dtype=policy)(x)
+    return keras.Model(images, features, name="tiny_cnn")
+
+
+def build_tiny_model(preprocessor, compile=True, data_overrides=None, application=False,
+                     **overrides):
+    """A tiny StoryModel; `application=True` uses MobileNetV3Small, else a small CNN."""
+    import keras
+
+    from kstory.models.builders import build_story_model
+
+    keras.utils.set_random_seed(0)
+    config = tiny_model_config(**overrides)
+    encoder = None if application else tiny_image_encoder(policy=config.dtype_policy)
+    model = build_story_model(
+        config, tiny_data_config(**(data_overrides or {})), preprocessor, image_encoder=encoder
+    )
+    if compile:
+        model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    return model

@@ -84,11 +84,13 @@ def load_splits(config, data_dir):
     if config.source == "vist":
         splits = {}
         for split, file_split in (("train", "train"), ("validation", "val"), ("test", "test")):
-            path = os.path.join(config.path, f"{file_split}.story-in-sequence.json")
+            path = os.path.join(
+                os.path.expanduser(config.path), f"{file_split}.story-in-sequence.json"
+            )
             if not os.path.exists(path):
                 raise ValueError(f"data.path {config.path!r} has no {os.path.basename(path)}.")
             splits[split], skips = read_vist(
-                path, config.image_dir, validate_images=config.validate_images
+                path, os.path.expanduser(config.image_dir), validate_images=config.validate_images
             )
             skip_logs.append(skips)
         return splits, skip_logs

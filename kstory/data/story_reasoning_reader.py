@@ -88,7 +88,7 @@ def read_story_reasoning(path, split="train", min_frames=5, validate_images=True
     ... # doctest: +SKIP
     """
     skips = SkipLog(f"StoryReasoning[{split}]")
-    path = os.fspath(path)
+    path = os.path.expanduser(os.fspath(path))
     if os.path.exists(path):
         rows = parquet_shards.iter_rows(parquet_shards.find_shards(path, split))
     else:

@@ -2,7 +2,6 @@
 
 import keras
 import keras_hub
-import tensorflow as tf
 
 
 @keras.saving.register_keras_serializable(package="kstory")
@@ -41,6 +40,7 @@ class StoryTextPreprocessor(keras_hub.models.Preprocessor):
         self.decoder_sequence_length = decoder_sequence_length
         self.context_packer = None
         self.decoder_packer = None
+        self._traced_tokenize = None
 
     def build(self, input_shape=None):
         # The vocabulary of a deserialised tokenizer is loaded after
@@ -66,10 +66,17 @@ class StoryTextPreprocessor(keras_hub.models.Preprocessor):
         self.built = True
 
     def call(self, context_texts, next_texts=None):
-        return self._tokenize(context_texts, next_texts)
+        # TensorFlow is imported here, not at module level, so that kstory
+        # imports (and saved models load) where only JAX or torch is installed.
+        import tensorflow as tf
 
-    @tf.function(reduce_retracing=True)
+        if self._traced_tokenize is None:
+            self._traced_tokenize = tf.function(self._tokenize, reduce_retracing=True)
+        return self._traced_tokenize(context_texts, next_texts)
+
     def _tokenize(self, context_texts, next_texts=None):
+        import tensorflow as tf
+
         # Fold any leading shape into one batch axis, pack, then unfold.
         context_texts = tf.convert_to_tensor(context_texts, dtype=tf.string)
         flat_ids = self.tokenizer(tf.reshape(context_texts, [-1]))

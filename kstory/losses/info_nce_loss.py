@@ -1,0 +1,41 @@
+"""The symmetric InfoNCE (CLIP) loss over an image-text similarity matrix."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="kstory")
+class InfoNCELoss(keras.losses.Loss):
+    """Symmetric InfoNCE: cross-entropy over rows and over columns of logits.
+
+    `y_pred[i, j]` is the scaled similarity of image i and text j; `y_true[i]`
+    is the index of image i's own text (usually `arange(n)`). The loss is the
+    mean of the image->text and text->image cross-entropies, computed in
+    float32 whatever the dtype of the logits.
+
+    Args:
+        name: str. Name of the loss.
+
+    Example:
+    >>> logits = 10.0 * np.eye(3)
+    >>> float(InfoNCELoss()(np.arange(3), logits)) < 0.01
+    True
+
+    References:
+        - [van den Oord et al., 2018](https://arxiv.org/abs/1807.03748)
+        - [Radford et al., 2021](https://arxiv.org/abs/2103.00020)
+    """
+
+    def __init__(self, name="info_nce", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        logits = ops.cast(y_pred, "float32")
+        labels = ops.cast(y_true, "int32")
+        image_to_text = keras.losses.sparse_categorical_crossentropy(
+            labels, logits, from_logits=True
+        )
+        text_to_image = keras.losses.sparse_categorical_crossentropy(
+            labels, ops.transpose(logits), from_logits=True
+        )
+        return (image_to_text + text_to_image) / 2.0

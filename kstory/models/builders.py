@@ -1,0 +1,131 @@
+"""Builds a `StoryModel` from configs: encoders from names, presets or files."""
+
+import os
+
+import keras
+import keras_hub
+
+from kstory.layers.image_preprocessing import preprocessing_mode
+from kstory.models.story_backbone import StoryBackbone
+from kstory.models.story_model import StoryModel
+
+
+def build_image_encoder(name, weights, image_size):
+    """A headless `keras.applications` model with average pooling.
+
+    Args:
+        name: str. Application name, e.g. `"ResNet50"`.
+        weights: str or None. `"imagenet"`, None / `"none"`, or a local file.
+        image_size: int. Side of the input images.
+    """
+    application = getattr(keras.applications, name, None)
+    if application is None or not callable(application):
+        raise ValueError(f"model.image_encoder {name!r} is not a keras.applications model.")
+    preprocessing_mode(name)  # Fails early on a family kstory cannot feed.
+    if weights in (None, "none", "None"):
+        weights = None
+    elif weights != "imagenet" and not os.path.isfile(weights):
+        raise ValueError(
+            f"model.image_weights {weights!r} is neither 'imagenet', 'none' nor a file."
+        )
+    try:
+        return application(
+            include_top=False,
+            weights=weights,
+            pooling="avg",
+            input_shape=(image_size, image_size, 3),
+        )
+    except Exception as error:
+        if weights != "imagenet":
+            raise
+        raise ValueError(
+            f"Could not get the ImageNet weights of {name} ({type(error).__name__}: {error}). "
+            "Offline, set model.image_weights to a local weights file."
+        ) from error
+
+
+def build_text_backbone(model_config, tokenizer, sequence_length):
+    """The text backbone: a tiny random DistilBERT, or a pretrained one."""
+    vocabulary_size = int(tokenizer.vocabulary_size())
+    if model_config.text_encoder == "tiny":
+        return keras_hub.models.DistilBertBackbone(
+            vocabulary_size=vocabulary_size,
+            num_layers=model_config.tiny_text_layers,
+            num_heads=model_config.tiny_text_heads,
+            hidden_dim=model_config.tiny_text_hidden_dim,
+            intermediate_dim=2 * model_config.tiny_text_hidden_dim,
+            max_sequence_length=sequence_length,
+        )
+    backbone = keras_hub.models.Backbone.from_preset(model_config.text_encoder)
+    if backbone.vocabulary_size != vocabulary_size:
+        raise ValueError(
+            f"model.text_encoder {model_config.text_encoder!r} has a vocabulary of "
+            f"{backbone.vocabulary_size} tokens but the tokenizer (data.tokenizer) has "
+            f"{vocabulary_size}; load both from the same preset or folder."
+        )
+    return backbone
+
+
+def build_story_model(
+    model_config, data_config, preprocessor, image_encoder=None, image_preprocessing="tf"
+):
+    """Builds (not compiles) a `StoryModel` for a data config and preprocessor.
+
+    Args:
+        model_config: `ModelConfig`.
+        data_config: `DataConfig`. Gives image sizes and caption lengths.
+        preprocessor: `StoryTextPreprocessor`. Gives the vocabulary.
+        image_encoder: optional `keras.Model` mapping `(image_size, image_size,
+            3)` images to a feature vector, used instead of
+            `model_config.image_encoder` (e.g. a small CNN in tests).
+        image_preprocessing: str. Input mode of a given `image_encoder`.
+    """
+    tokenizer = preprocessor.tokenizer
+    # keras.applications models take their dtype from the global policy, so it
+    # is set while building and restored after.
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(model_config.dtype_policy)
+    try:
+        if image_encoder is None:
+            image_encoder = build_image_encoder(
+                model_config.image_encoder, model_config.image_weights, data_config.image_size
+            )
+            image_preprocessing = preprocessing_mode(model_config.image_encoder)
+        backbone = _build_backbone(
+            model_config, data_config, tokenizer, image_encoder, image_preprocessing
+        )
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    return StoryModel(
+        backbone,
+        preprocessor,
+        image_loss=model_config.image_loss,
+        image_loss_weight=model_config.image_loss_weight,
+        text_loss_weight=model_config.text_loss_weight,
+        contrastive_loss_weight=model_config.contrastive_loss_weight,
+    )
+
+
+def _build_backbone(model_config, data_config, tokenizer, image_encoder, image_preprocessing):
+    return StoryBackbone(
+        image_encoder=image_encoder,
+        text_backbone=build_text_backbone(model_config, tokenizer, data_config.sequence_length),
+        vocabulary_size=int(tokenizer.vocabulary_size()),
+        image_size=data_config.image_size,
+        target_image_size=data_config.target_image_size,
+        num_context_steps=data_config.num_context_steps,
+        sequence_length=data_config.sequence_length,
+        image_preprocessing=image_preprocessing,
+        freeze_image_encoder=model_config.freeze_image_encoder,
+        num_frozen_text_layers=model_config.num_frozen_text_layers,
+        embedding_dim=model_config.embedding_dim,
+        fusion_dim=model_config.fusion_dim,
+        temporal_model=model_config.temporal_model,
+        temporal_units=model_config.temporal_units,
+        temporal_num_layers=model_config.temporal_num_layers,
+        temporal_num_heads=model_config.temporal_num_heads,
+        decoder_filters=model_config.decoder_filters,
+        text_decoder_embedding_dim=model_config.text_decoder_embedding_dim,
+        text_decoder_units=model_config.text_decoder_units,
+        dtype=model_config.dtype_policy,
+    )

@@ -1,0 +1,92 @@
+"""Settings of the story model: encoders, fusion, decoders, losses, precision."""
+
+import dataclasses
+from typing import Optional
+
+from kstory.models.story_backbone import TEMPORAL_MODELS
+from kstory.models.story_model import IMAGE_LOSSES
+
+DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The architecture and loss settings of a `StoryModel`.
+
+    Image size, caption lengths and vocabulary come from the data config and
+    the tokenizer, so they cannot disagree with the pipeline.
+
+    Args:
+        image_encoder: str. A `keras.applications` name (`ResNet50`,
+            `MobileNetV3Small`, ...).
+        image_weights: str. `"imagenet"` (needs network or the Keras cache),
+            `"none"` (random), or a local weights file (`.weights.h5` or a
+            legacy no-top `.h5`).
+        freeze_image_encoder: bool. Keep the image encoder fixed.
+        text_encoder: str. `"tiny"` (a small random DistilBERT sized from the
+            tokenizer), a keras-hub preset name (`distilbert_base_en_uncased`),
+            or a local keras-hub or Hugging Face folder (BERT or DistilBERT).
+            Use the same source for `data.tokenizer`.
+        tiny_text_layers: int. Tiny encoder: transformer layers.
+        tiny_text_hidden_dim: int. Tiny encoder: hidden size.
+        tiny_text_heads: int. Tiny encoder: attention heads.
+        num_frozen_text_layers: int. Lower text layers frozen with the
+            embeddings; -1 freezes nothing.
+        embedding_dim: int. Shared image/text embedding size (256 in the paper).
+        fusion_dim: int. Fused step size.
+        temporal_model: str. `"gru"` (default) or `"transformer"`.
+        temporal_units: int. Story state size.
+        temporal_num_layers: int. Transformer layers.
+        temporal_num_heads: int. Transformer heads.
+        decoder_filters: int. Image decoder channels at 4x4.
+        text_decoder_embedding_dim: int. Text decoder token embedding size.
+        text_decoder_units: int. Text decoder GRU units.
+        image_loss: str. `"mse"` or `"mse+l1"`.
+        image_loss_weight: float. Weight of the image loss.
+        text_loss_weight: float. Weight of the text loss.
+        contrastive_loss_weight: float. Weight of InfoNCE; 0 turns it off.
+        dtype_policy: str. `"float32"`, `"mixed_bfloat16"` or `"mixed_float16"`.
+    """
+
+    image_encoder: str = "ResNet50"
+    image_weights: Optional[str] = "imagenet"
+    freeze_image_encoder: bool = True
+    text_encoder: str = "tiny"
+    tiny_text_layers: int = 2
+    tiny_text_hidden_dim: int = 64
+    tiny_text_heads: int = 2
+    num_frozen_text_layers: int = 0
+    embedding_dim: int = 256
+    fusion_dim: int = 256
+    temporal_model: str = "gru"
+    temporal_units: int = 512
+    temporal_num_layers: int = 2
+    temporal_num_heads: int = 4
+    decoder_filters: int = 256
+    text_decoder_embedding_dim: int = 256
+    text_decoder_units: int = 512
+    image_loss: str = "mse"
+    image_loss_weight: float = 1.0
+    text_loss_weight: float = 1.0
+    contrastive_loss_weight: float = 0.1
+    dtype_policy: str = "float32"
+
+    def __post_init__(self):
+        choices = {
+            "temporal_model": TEMPORAL_MODELS,
+            "image_loss": IMAGE_LOSSES,
+            "dtype_policy": DTYPE_POLICIES,
+        }
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise ValueError(
+                    f"model.{name} must be one of {valid}; got {getattr(self, name)!r}."
+                )
+        for name in ("embedding_dim", "fusion_dim", "temporal_units", "decoder_filters",
+                     "text_decoder_embedding_dim", "text_decoder_units", "tiny_text_layers",
+                     "tiny_text_hidden_dim", "tiny_text_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name} must be positive; got {getattr(self, name)}.")
+        for name in ("image_loss_weight", "text_loss_weight", "contrastive_loss_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"model.{name} must be >= 0; got {getattr(self, name)}.")

@@ -1,0 +1,247 @@
+"""The story architecture: encoders, fusion, temporal model and two decoders."""
+
+import keras
+import keras_hub
+
+from kstory.layers.image_decoder import ImageDecoder
+from kstory.layers.image_preprocessing import ImagePreprocessing
+from kstory.layers.step_text_encoder import StepTextEncoder
+from kstory.layers.temporal_transformer import TemporalTransformer
+from kstory.layers.text_decoder import TextDecoder
+
+TEMPORAL_MODELS = ("gru", "transformer")
+
+
+@keras.saving.register_keras_serializable(package="kstory")
+class StoryBackbone(keras_hub.models.Backbone):
+    """Four image-text steps in; embeddings, story state and next frame out.
+
+    Each step's image goes through a frozen `keras.applications` encoder
+    (applied per step with `TimeDistributed`) and a projection; each step's
+    caption through a keras-hub text backbone, whose [CLS] vector is projected
+    to the same size. The two embeddings of a step are fused by
+    `TimeDistributed` dense layers, and a GRU (or a transformer) over the
+    steps gives the story state. From it, a transposed-convolution decoder
+    draws the next image and a GRU decoder predicts the next caption's tokens
+    (teacher-forced on `decoder_token_ids`).
+
+    The backbone is architecture only: it has no loss. See `StoryModel`.
+
+    Args:
+        image_encoder: `keras.Model`. A `keras.applications` model built with
+            `include_top=False, pooling="avg"` for `(image_size, image_size, 3)`.
+        text_backbone: a keras-hub BERT-family backbone.
+        vocabulary_size: int. Decoder vocabulary; the tokenizer's size.
+        image_size: int. Side of the context images.
+        target_image_size: int. Side of the predicted image.
+        num_context_steps: int. Steps per story window.
+        sequence_length: int. Tokens per context caption.
+        image_preprocessing: str. Input mode of `image_encoder` (see
+            `ImagePreprocessing`).
+        freeze_image_encoder: bool. Keep the image encoder's weights fixed.
+        num_frozen_text_layers: int. Lower text transformer layers frozen, with
+            the embeddings; -1 freezes nothing.
+        embedding_dim: int. Size of the shared image/text embedding.
+        fusion_dim: int. Size of each fused step.
+        temporal_model: str. `"gru"` or `"transformer"`.
+        temporal_units: int. Size of the story state.
+        temporal_num_layers: int. Transformer layers (transformer only).
+        temporal_num_heads: int. Attention heads (transformer only).
+        decoder_filters: int. Channels of the image decoder's first feature map.
+        text_decoder_embedding_dim: int. Token embedding size of the decoder.
+        text_decoder_units: int. GRU units of the text decoder.
+        dtype: str or `keras.DTypePolicy`. Compute dtype; heads stay float32.
+
+    Example:
+    >>> backbone = StoryBackbone(
+    ...     image_encoder=keras.applications.MobileNetV3Small(
+    ...         include_top=False, weights=None, pooling="avg",
+    ...         input_shape=(32, 32, 3)),
+    ...     text_backbone=keras_hub.models.DistilBertBackbone(
+    ...         vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16,
+    ...         intermediate_dim=32, max_sequence_length=8),
+    ...     vocabulary_size=50, image_size=32, target_image_size=32,
+    ...     sequence_length=8, image_preprocessing="none")
+    >>> outputs = backbone({
+    ...     "images": np.zeros((2, 4, 32, 32, 3), "uint8"),
+    ...     "token_ids": np.ones((2, 4, 8), "int32"),
+    ...     "padding_mask": np.ones((2, 4, 8), "int32"),
+    ...     "decoder_token_ids": np.ones((2, 6), "int32")})
+    >>> outputs["next_token_logits"].shape
+    (2, 6, 50)
+    """
+
+    def __init__(
+        self,
+        image_encoder,
+        text_backbone,
+        vocabulary_size,
+        image_size=64,
+        target_image_size=64,
+        num_context_steps=4,
+        sequence_length=32,
+        image_preprocessing="caffe",
+        freeze_image_encoder=True,
+        num_frozen_text_layers=0,
+        embedding_dim=256,
+        fusion_dim=256,
+        temporal_model="gru",
+        temporal_units=512,
+        temporal_num_layers=2,
+        temporal_num_heads=4,
+        decoder_filters=256,
+        text_decoder_embedding_dim=256,
+        text_decoder_units=512,
+        dtype=None,
+        **kwargs,
+    ):
+        if temporal_model not in TEMPORAL_MODELS:
+            raise ValueError(
+                f"temporal_model must be one of {TEMPORAL_MODELS}; got {temporal_model!r}."
+            )
+        # === Layers ===
+        self.image_preprocessing = ImagePreprocessing(
+            image_preprocessing, dtype=dtype, name="image_preprocessing"
+        )
+        self.image_encoder = image_encoder
+        self.step_image_encoder = keras.layers.TimeDistributed(
+            image_encoder, dtype=dtype, name="step_image_encoder"
+        )
+        self.image_projection = keras.layers.Dense(
+            embedding_dim, dtype=dtype, name="image_projection"
+        )
+        self.text_encoder = StepTextEncoder(
+            text_backbone, num_frozen_text_layers, dtype=dtype, name="text_encoder"
+        )
+        self.text_projection = keras.layers.Dense(
+            embedding_dim, dtype=dtype, name="text_projection"
+        )
+        self.fusion_concat = keras.layers.Concatenate(dtype=dtype, name="fusion_concat")
+        self.fusion_dense = keras.layers.TimeDistributed(
+            keras.layers.Dense(fusion_dim, activation="gelu", dtype=dtype),
+            dtype=dtype,
+            name="fusion_dense",
+        )
+        self.fusion_norm = keras.layers.TimeDistributed(
+            keras.layers.LayerNormalization(dtype=dtype), dtype=dtype, name="fusion_norm"
+        )
+        if temporal_model == "gru":
+            self.temporal = keras.layers.GRU(temporal_units, dtype=dtype, name="temporal")
+        else:
+            self.temporal = TemporalTransformer(
+                temporal_units,
+                num_layers=temporal_num_layers,
+                num_heads=temporal_num_heads,
+                max_steps=num_context_steps,
+                dtype=dtype,
+                name="temporal",
+            )
+        self.image_decoder = ImageDecoder(
+            target_image_size, decoder_filters, dtype=dtype, name="image_decoder"
+        )
+        self.text_decoder = TextDecoder(
+            vocabulary_size,
+            text_decoder_embedding_dim,
+            text_decoder_units,
+            dtype=dtype,
+            name="text_decoder",
+        )
+
+        # === Functional Model ===
+        inputs = {
+            "images": keras.Input(
+                (num_context_steps, image_size, image_size, 3), dtype="uint8", name="images"
+            ),
+            "token_ids": keras.Input(
+                (num_context_steps, sequence_length), dtype="int32", name="token_ids"
+            ),
+            "padding_mask": keras.Input(
+                (num_context_steps, sequence_length), dtype="int32", name="padding_mask"
+            ),
+            "decoder_token_ids": keras.Input((None,), dtype="int32", name="decoder_token_ids"),
+        }
+        image_embeddings, text_embeddings, story_state = self.encode(inputs)
+        outputs = {
+            "image_embeddings": image_embeddings,
+            "text_embeddings": text_embeddings,
+            "story_state": story_state,
+            "next_image": self.image_decoder(story_state),
+            "next_token_logits": self.text_decoder(inputs["decoder_token_ids"], story_state),
+        }
+        super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
+
+        # === Config ===
+        self.vocabulary_size = vocabulary_size
+        self.image_size = image_size
+        self.target_image_size = target_image_size
+        self.num_context_steps = num_context_steps
+        self.sequence_length = sequence_length
+        self.image_preprocessing_mode = image_preprocessing
+        self.freeze_image_encoder = freeze_image_encoder
+        self.num_frozen_text_layers = num_frozen_text_layers
+        self.embedding_dim = embedding_dim
+        self.fusion_dim = fusion_dim
+        self.temporal_model = temporal_model
+        self.temporal_units = temporal_units
+        self.temporal_num_layers = temporal_num_layers
+        self.temporal_num_heads = temporal_num_heads
+        self.decoder_filters = decoder_filters
+        self.text_decoder_embedding_dim = text_decoder_embedding_dim
+        self.text_decoder_units = text_decoder_units
+        self.apply_freezing()
+
+    def apply_freezing(self):
+        """Freezes the image encoder and the lower text layers, as configured.
+
+        Called after construction: `Model.__init__(trainable=...)`, as run
+        from a saved config, would otherwise unfreeze them.
+        """
+        self.image_encoder.trainable = not self.freeze_image_encoder
+        self.text_encoder.apply_freezing()
+
+    def encode(self, inputs):
+        """Context steps -> `(image_embeddings, text_embeddings, story_state)`.
+
+        Builds the functional graph, and runs eagerly for generation.
+        """
+        features = self.step_image_encoder(self.image_preprocessing(inputs["images"]))
+        image_embeddings = self.image_projection(features)
+        text_features = self.text_encoder(inputs["token_ids"], inputs["padding_mask"])
+        text_embeddings = self.text_projection(text_features)
+        fused = self.fusion_concat([image_embeddings, text_embeddings])
+        story_state = self.temporal(self.fusion_norm(self.fusion_dense(fused)))
+        return image_embeddings, text_embeddings, story_state
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "image_encoder": keras.layers.serialize(self.image_encoder),
+                "text_backbone": keras.layers.serialize(self.text_encoder.backbone),
+                "vocabulary_size": self.vocabulary_size,
+                "image_size": self.image_size,
+                "target_image_size": self.target_image_size,
+                "num_context_steps": self.num_context_steps,
+                "sequence_length": self.sequence_length,
+                "image_preprocessing": self.image_preprocessing_mode,
+                "freeze_image_encoder": self.freeze_image_encoder,
+                "num_frozen_text_layers": self.num_frozen_text_layers,
+                "embedding_dim": self.embedding_dim,
+                "fusion_dim": self.fusion_dim,
+                "temporal_model": self.temporal_model,
+                "temporal_units": self.temporal_units,
+                "temporal_num_layers": self.temporal_num_layers,
+                "temporal_num_heads": self.temporal_num_heads,
+                "decoder_filters": self.decoder_filters,
+                "text_decoder_embedding_dim": self.text_decoder_embedding_dim,
+                "text_decoder_units": self.text_decoder_units,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for name in ("image_encoder", "text_backbone"):
+            config[name] = keras.layers.deserialize(config[name])
+        return cls(**config)

@@ -1,0 +1,259 @@
+"""The story-continuation task: backbone + losses + caption generation."""
+
+import math
+
+import keras
+import keras_hub
+from keras import ops
+
+from kstory.data.story_text_preprocessor import StoryTextPreprocessor
+from kstory.losses.info_nce_loss import InfoNCELoss
+from kstory.models.story_backbone import StoryBackbone
+
+IMAGE_LOSSES = ("mse", "mse+l1")
+_MAX_LOGIT_SCALE = 100.0
+
+
+def _context_steps(inputs):
+    """The context-step inputs, as tensors of the active backend."""
+    return {
+        name: ops.convert_to_tensor(inputs[name])
+        for name in ("images", "token_ids", "padding_mask")
+    }
+
+
+@keras.saving.register_keras_serializable(package="kstory")
+class StoryModel(keras_hub.models.Task):
+    """Predicts the next frame and caption of a story, and trains end to end.
+
+    The training loss sums three terms, each logged under its own name:
+    `image_loss` (MSE, optionally plus L1, on the next frame),
+    `text_loss` (cross-entropy of the next caption's tokens, padding masked
+    out) and `contrastive_loss` (symmetric InfoNCE between the image and text
+    embeddings of all `batch x steps` context steps, with a learnable
+    temperature initialised at 0.07 and clipped to at least 0.01). They are
+    added in `compute_loss`, the one hook that the TensorFlow, JAX and PyTorch
+    trainers all call, so the same step runs on every backend.
+
+    Captions are generated free-running with a keras-hub sampler (greedy,
+    beam, top-p, ...), one GRU step per token, stopping at `[SEP]`.
+
+    The tf.data pipeline (`kstory.data.pipeline.make_dataset`) tokenises, so
+    `fit` passes batches through unchanged; the preprocessor is kept for
+    decoding generated ids and for serving.
+
+    Args:
+        backbone: `StoryBackbone`.
+        preprocessor: `StoryTextPreprocessor` or None.
+        image_loss: str. `"mse"` or `"mse+l1"`.
+        image_loss_weight: float. Weight of the image term.
+        text_loss_weight: float. Weight of the text term.
+        contrastive_loss_weight: float. Weight of the InfoNCE term; 0 turns it
+            off (the ablation).
+        pad_token_id: int. Token id ignored by the text loss; defaults to the
+            preprocessor's tokenizer's.
+
+    Example:
+    >>> model = StoryModel(backbone, preprocessor)  # doctest: +SKIP
+    >>> model.fit(make_dataset(stories, preprocessor), epochs=1)  # doctest: +SKIP
+    >>> model.generate(inputs, sampler="beam")  # doctest: +SKIP
+    """
+
+    backbone_cls = StoryBackbone
+    preprocessor_cls = StoryTextPreprocessor
+
+    def __init__(
+        self,
+        backbone,
+        preprocessor=None,
+        image_loss="mse",
+        image_loss_weight=1.0,
+        text_loss_weight=1.0,
+        contrastive_loss_weight=0.1,
+        pad_token_id=None,
+        **kwargs,
+    ):
+        if image_loss not in IMAGE_LOSSES:
+            raise ValueError(f"image_loss must be one of {IMAGE_LOSSES}; got {image_loss!r}.")
+        if pad_token_id is None:
+            if preprocessor is None:
+                raise ValueError("Pass pad_token_id when the model has no preprocessor.")
+            pad_token_id = preprocessor.tokenizer.pad_token_id
+        # === Layers ===
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+
+        # === Functional Model ===
+        inputs = backbone.input
+        outputs = backbone(inputs)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        backbone.apply_freezing()  # `trainable=` from a saved config unfreezes.
+
+        # === Config ===
+        self.image_loss = image_loss
+        self.image_loss_weight = image_loss_weight
+        self.text_loss_weight = text_loss_weight
+        self.contrastive_loss_weight = contrastive_loss_weight
+        self.pad_token_id = pad_token_id
+
+        # === Training state ===
+        self.log_logit_scale = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(math.log(1 / 0.07)),
+            dtype="float32",
+            name="log_logit_scale",
+        )
+        self.contrastive_loss_fn = InfoNCELoss()
+        self.image_loss_tracker = keras.metrics.Mean(name="image_loss")
+        self.text_loss_tracker = keras.metrics.Mean(name="text_loss")
+        self.contrastive_loss_tracker = keras.metrics.Mean(name="contrastive_loss")
+
+    def compile_from_config(self, config):
+        # Restores the optimizer of a saved model through our compile().
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def compile(self, optimizer="auto", **kwargs):
+        """Compiles with AdamW 1e-4 by default; the losses are built in.
+
+        Args:
+            optimizer: `"auto"` (AdamW, learning rate 1e-4, weight decay
+                0.01), or any Keras optimizer.
+            **kwargs: passed to `keras.Model.compile` (`jit_compile`, ...).
+        """
+        if optimizer == "auto":
+            optimizer = keras.optimizers.AdamW(learning_rate=1e-4, weight_decay=0.01)
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def preprocess_samples(self, x, y=None, sample_weight=None):
+        # The tf.data pipeline already tokenised; pass batches through.
+        return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
+
+    def logit_scale(self):
+        """The contrastive logit scale, 1 / temperature, clipped to [1, 100]."""
+        return ops.exp(ops.clip(self.log_logit_scale, 0.0, math.log(_MAX_LOGIT_SCALE)))
+
+    def contrastive_logits(self, image_embeddings, text_embeddings):
+        """Scaled cosine similarities of every image step to every text step."""
+        size = ops.shape(image_embeddings)[-1]
+        images = ops.normalize(ops.reshape(ops.cast(image_embeddings, "float32"), (-1, size)))
+        texts = ops.normalize(ops.reshape(ops.cast(text_embeddings, "float32"), (-1, size)))
+        return self.logit_scale() * ops.matmul(images, ops.transpose(texts))
+
+    def loss_terms(self, y, y_pred):
+        """The three unweighted loss terms, as float32 scalars."""
+        next_image = ops.cast(y["next_image"], "float32")
+        predicted_image = ops.cast(y_pred["next_image"], "float32")
+        image_loss = ops.mean(ops.square(predicted_image - next_image))
+        if self.image_loss == "mse+l1":
+            image_loss = image_loss + ops.mean(ops.abs(predicted_image - next_image))
+        targets = y["next_token_ids"]
+        token_losses = keras.losses.sparse_categorical_crossentropy(
+            targets, ops.cast(y_pred["next_token_logits"], "float32"), from_logits=True
+        )
+        mask = ops.cast(ops.not_equal(targets, self.pad_token_id), "float32")
+        text_loss = ops.sum(token_losses * mask) / ops.maximum(ops.sum(mask), 1.0)
+        logits = self.contrastive_logits(y_pred["image_embeddings"], y_pred["text_embeddings"])
+        labels = ops.arange(ops.shape(logits)[0])
+        contrastive_loss = self.contrastive_loss_fn(labels, logits)
+        return image_loss, text_loss, contrastive_loss
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        image_loss, text_loss, contrastive_loss = self.loss_terms(y, y_pred)
+        self.image_loss_tracker.update_state(image_loss)
+        self.text_loss_tracker.update_state(text_loss)
+        self.contrastive_loss_tracker.update_state(contrastive_loss)
+        total = self.image_loss_weight * image_loss + self.text_loss_weight * text_loss
+        if self.contrastive_loss_weight:
+            total = total + self.contrastive_loss_weight * contrastive_loss
+        if self.losses:
+            total = total + ops.sum(self.losses)
+        return total
+
+    def generate(self, inputs, sampler="greedy", max_length=None):
+        """Generates the next caption's token ids, free-running, for a batch.
+
+        Args:
+            inputs: dict with `images`, `token_ids` and `padding_mask` of the
+                context steps (any `decoder_token_ids` is ignored).
+            sampler: str or `keras_hub.samplers.Sampler`. `"greedy"`,
+                `"beam"`, `"top_p"`, or a configured sampler such as
+                `keras_hub.samplers.TopPSampler(p=0.9, seed=0)`.
+            max_length: int. Length of the returned ids, `[CLS]` included;
+                defaults to the preprocessor's `decoder_sequence_length`.
+
+        Returns:
+            int32 ids `(batch, max_length)`: `[CLS]`, the caption, `[SEP]`,
+            then padding.
+        """
+        if self.preprocessor is None:
+            raise ValueError("generate() needs the preprocessor's [CLS]/[SEP] ids.")
+        tokenizer = self.preprocessor.tokenizer
+        max_length = max_length or self.preprocessor.decoder_sequence_length
+        sampler = keras_hub.samplers.get(sampler) if isinstance(sampler, str) else sampler
+        _, _, story_state = self.backbone.encode(_context_steps(inputs))
+        cache = self.backbone.text_decoder.initial_cache(story_state)
+        batch_size = ops.shape(story_state)[0]
+        prompt = ops.concatenate(
+            [
+                ops.full((batch_size, 1), tokenizer.cls_token_id, "int32"),
+                ops.full((batch_size, max_length - 1), self.pad_token_id, "int32"),
+            ],
+            axis=1,
+        )
+        mask = ops.concatenate(
+            [ops.ones((batch_size, 1), "bool"), ops.zeros((batch_size, max_length - 1), "bool")],
+            axis=1,
+        )
+        end_ids = ops.convert_to_tensor([tokenizer.sep_token_id, self.pad_token_id], "int32")
+        only_pad = ops.where(
+            ops.arange(self.backbone.vocabulary_size) == self.pad_token_id, 0.0, -1e9
+        )
+
+        def next(prompt, cache, index):
+            previous = ops.slice(prompt, [0, index - 1], [ops.shape(prompt)[0], 1])[:, 0]
+            logits, cache = self.backbone.text_decoder.step(previous, cache)
+            # After [SEP], a sequence may only continue with padding, at no
+            # cost: beams are then ranked by the caption up to [SEP].
+            finished = ops.any(ops.equal(previous[:, None], end_ids[None, :]), axis=1)
+            logits = ops.where(finished[:, None], only_pad[None, :], logits)
+            return logits, None, cache
+
+        return sampler(
+            next=next,
+            prompt=prompt,
+            cache=cache,
+            index=1,
+            mask=mask,
+            stop_token_ids=[tokenizer.sep_token_id],
+            model=self,
+        )
+
+    def sequence_log_likelihood(self, inputs, token_ids):
+        """Log-probability of each caption under the model, up to its [SEP].
+
+        Args:
+            inputs: dict with the context steps.
+            token_ids: `(batch, length)` ids starting with `[CLS]`.
+        """
+        token_ids = ops.convert_to_tensor(token_ids, "int32")
+        outputs = self({**_context_steps(inputs), "decoder_token_ids": token_ids[:, :-1]})
+        log_probs = ops.log_softmax(ops.cast(outputs["next_token_logits"], "float32"), axis=-1)
+        targets = token_ids[:, 1:]
+        picked = ops.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+        mask = ops.cast(ops.not_equal(targets, self.pad_token_id), "float32")
+        return ops.sum(picked * mask, axis=-1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "image_loss": self.image_loss,
+                "image_loss_weight": self.image_loss_weight,
+                "text_loss_weight": self.text_loss_weight,
+                "contrastive_loss_weight": self.contrastive_loss_weight,
+                "pad_token_id": self.pad_token_id,
+            }
+        )
+        return config

@@ -1,0 +1,23 @@
+import numpy as np
+import pytest
+
+from kstory.layers.image_decoder import ImageDecoder
+from test_case import TestCase
+from test_case import to_numpy
+
+
+class TestImageDecoder(TestCase):
+    @pytest.mark.parametrize("size", [8, 32, 64])
+    def test_output_is_an_image_in_0_1(self, size):
+        output = to_numpy(ImageDecoder(size, filters=32)(np.random.default_rng(0).normal(size=(2, 10))))
+        assert output.shape == (2, size, size, 3)
+        assert 0 <= output.min() and output.max() <= 1
+
+    @pytest.mark.parametrize("size", [2, 48, 100])
+    def test_sizes_must_be_4_times_a_power_of_two(self, size):
+        with pytest.raises(ValueError, match=f"got {size}"):
+            ImageDecoder(size)
+
+    def test_config(self):
+        restored = self.run_config_round_trip(ImageDecoder(16, filters=24))
+        assert restored.image_size == 16 and restored.num_upsamplings == 2

@@ -1,0 +1,72 @@
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+from conftest import tiny_image_encoder
+from kstory.models.story_backbone import StoryBackbone
+from test_case import TestCase
+
+
+def _backbone(**overrides):
+    settings = dict(
+        image_encoder=tiny_image_encoder(32),
+        text_backbone=keras_hub.models.DistilBertBackbone(
+            vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32,
+            max_sequence_length=8,
+        ),
+        vocabulary_size=50, image_size=32, target_image_size=16, sequence_length=8,
+        image_preprocessing="tf", embedding_dim=16, fusion_dim=16, temporal_units=16,
+        decoder_filters=16, text_decoder_embedding_dim=8, text_decoder_units=16,
+    )
+    settings.update(overrides)
+    return StoryBackbone(**settings)
+
+
+INPUTS = {
+    "images": np.random.default_rng(0).integers(0, 256, (2, 4, 32, 32, 3)).astype("uint8"),
+    "token_ids": np.random.default_rng(1).integers(5, 50, (2, 4, 8)).astype("int32"),
+    "padding_mask": np.ones((2, 4, 8), "int32"),
+    "decoder_token_ids": np.ones((2, 5), "int32"),
+}
+
+
+class TestStoryBackbone(TestCase):
+    @pytest.mark.parametrize("temporal_model", ["gru", "transformer"])
+    def test_outputs(self, temporal_model):
+        outputs = _backbone(temporal_model=temporal_model, temporal_num_heads=2)(INPUTS)
+        shapes = {name: tuple(value.shape) for name, value in outputs.items()}
+        assert shapes == {
+            "image_embeddings": (2, 4, 16), "text_embeddings": (2, 4, 16), "story_state": (2, 16),
+            "next_image": (2, 16, 16, 3), "next_token_logits": (2, 5, 50),
+        }
+
+    def test_encode_matches_the_functional_graph(self):
+        backbone = _backbone()
+        _, _, story_state = backbone.encode(
+            {name: keras.ops.convert_to_tensor(value) for name, value in INPUTS.items()}
+        )
+        self.assert_allclose(story_state, backbone(INPUTS)["story_state"], atol=1e-5)
+
+    def test_every_step_reaches_the_story_state(self):
+        backbone = _backbone()
+        base = keras.ops.convert_to_numpy(backbone(INPUTS)["story_state"])
+        for step in range(4):
+            changed = dict(INPUTS, images=INPUTS["images"].copy())
+            changed["images"][:, step] = 255 - changed["images"][:, step]
+            assert not np.allclose(keras.ops.convert_to_numpy(backbone(changed)["story_state"]), base)
+
+    def test_config_round_trip_keeps_freezing(self):
+        backbone = _backbone(num_frozen_text_layers=1)
+        restored = self.run_serialization_round_trip(backbone)
+        assert not restored.image_encoder.trainable
+        assert len(restored.trainable_weights) == len(backbone.trainable_weights)
+
+    def test_unfrozen_image_encoder(self):
+        backbone = _backbone(freeze_image_encoder=False)
+        assert backbone.image_encoder.trainable
+        assert len(backbone.trainable_weights) > len(_backbone().trainable_weights)
+
+    def test_bad_temporal_model(self):
+        with pytest.raises(ValueError, match="temporal_model must be one of"):
+            _backbone(temporal_model="lstm")

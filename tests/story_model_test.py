@@ -1,0 +1,197 @@
+import keras
+import numpy as np
+import pytest
+
+from conftest import build_tiny_model
+from kstory.models.story_model import StoryModel
+from test_case import TestCase
+from test_case import to_numpy
+
+LOSS_TERMS = ("loss", "image_loss", "text_loss", "contrastive_loss")
+
+
+class TestStoryModel(TestCase):
+    def test_output_shapes(self, tiny_preprocessor, tiny_batch):
+        model = build_tiny_model(tiny_preprocessor)
+        inputs, _ = tiny_batch
+        outputs = model.predict(inputs, verbose=0)
+        vocabulary_size = tiny_preprocessor.tokenizer.vocabulary_size()
+        assert outputs["next_image"].shape == (2, 32, 32, 3)
+        assert outputs["next_token_logits"].shape == (2, 48, vocabulary_size)
+        assert outputs["image_embeddings"].shape == (2, 4, 16)
+        assert outputs["text_embeddings"].shape == (2, 4, 16)
+        assert outputs["story_state"].shape == (2, 16)
+        assert 0 <= outputs["next_image"].min() and outputs["next_image"].max() <= 1
+
+    def test_config_round_trip(self, tiny_preprocessor):
+        model = build_tiny_model(tiny_preprocessor, compile=False, contrastive_loss_weight=0.3)
+        restored = self.run_serialization_round_trip(model)
+        assert isinstance(restored, StoryModel)
+        assert restored.contrastive_loss_weight == 0.3
+        assert restored.backbone.get_config() == model.backbone.get_config()
+
+    def test_keras_file_round_trip_after_training(self, tiny_preprocessor, tiny_dataset, tiny_batch, tmp_path):
+        model = build_tiny_model(tiny_preprocessor)
+        self.run_fit_step(model, tiny_dataset.take(2))
+        restored = self.run_saved_model_round_trip(model, tiny_batch[0], tmp_path)
+        # The preprocessor and its vocabulary come back with the model.
+        context = [["the red circle", "moves", "up", "grows"]]
+        np.testing.assert_array_equal(
+            restored.preprocessor(context, ["the blue square"])["next_token_ids"].numpy(),
+            tiny_preprocessor(context, ["the blue square"])["next_token_ids"].numpy(),
+        )
+        # Frozen parts stay frozen, and the optimizer state is restored.
+        assert len(restored.trainable_variables) == len(model.trainable_variables)
+        assert restored.optimizer.iterations.numpy() == model.optimizer.iterations.numpy() > 0
+        self.run_fit_step(restored, tiny_dataset.take(1))
+
+    def test_frozen_weights_stay_and_trainable_ones_move(self, tiny_preprocessor, tiny_dataset):
+        # A real keras.applications encoder here, to check its BatchNorm
+        # statistics stay frozen too.
+        model = build_tiny_model(tiny_preprocessor, application=True, num_frozen_text_layers=1)
+        backbone = model.backbone
+        text = backbone.text_encoder.backbone
+        frozen = {
+            "image encoder": backbone.image_encoder.weights,
+            "text embeddings": text.get_layer("token_and_position_embedding").weights,
+            "text layer 0": text.get_layer("transformer_layer_0").weights,
+        }
+        moving = {
+            "text layer 1": text.get_layer("transformer_layer_1").weights,
+            "image projection": backbone.image_projection.weights,
+            "fusion": backbone.fusion_dense.weights,
+            "temporal GRU": backbone.temporal.weights,
+            "image decoder": backbone.image_decoder.weights,
+            "text decoder": backbone.text_decoder.weights,
+            "temperature": [model.log_logit_scale],
+        }
+        before = {name: to_numpy([w.value for w in ws]) for name, ws in {**frozen, **moving}.items()}
+        self.run_fit_step(model, tiny_dataset.take(3))
+        for name, weights in frozen.items():
+            for old, new in zip(before[name], to_numpy([w.value for w in weights])):
+                np.testing.assert_array_equal(old, new, err_msg=name)
+        for name, weights in moving.items():
+            changed = any(
+                not np.array_equal(old, new)
+                for old, new in zip(before[name], to_numpy([w.value for w in weights]))
+            )
+            assert changed, f"{name} did not train"
+
+    def test_each_loss_term_is_logged_and_finite(self, tiny_preprocessor, tiny_dataset):
+        model = build_tiny_model(tiny_preprocessor)
+        history = self.run_fit_step(model, tiny_dataset.take(2), epochs=2)
+        for name in LOSS_TERMS:
+            assert name in history.history and len(history.history[name]) == 2
+        logs = model.evaluate(tiny_dataset.take(2), verbose=0, return_dict=True)
+        assert set(LOSS_TERMS) <= set(logs)
+
+    def test_contrastive_weight_changes_the_total(self, tiny_preprocessor, tiny_batch):
+        model = build_tiny_model(tiny_preprocessor, contrastive_loss_weight=0.5)
+        inputs, targets = tiny_batch
+        with_term = model.evaluate(inputs, targets, verbose=0, return_dict=True)
+        model.contrastive_loss_weight = 0.0
+        model.compile(optimizer="adam")  # The weight is a constant of the traced step.
+        without_term = model.evaluate(inputs, targets, verbose=0, return_dict=True)
+        assert with_term["contrastive_loss"] > 0
+        np.testing.assert_allclose(
+            with_term["loss"] - without_term["loss"], 0.5 * with_term["contrastive_loss"], rtol=1e-4
+        )
+
+    def test_text_loss_ignores_padding(self, tiny_preprocessor, tiny_batch):
+        model = build_tiny_model(tiny_preprocessor)
+        inputs, targets = tiny_batch
+        outputs = model(inputs)
+        _, text_loss, _ = model.loss_terms(targets, outputs)
+        # Changing the logits at padded target positions leaves the loss.
+        padded = targets["next_token_ids"] == tiny_preprocessor.tokenizer.pad_token_id
+        assert padded.any()
+        logits = keras.ops.convert_to_numpy(outputs["next_token_logits"]).copy()
+        logits[padded] = 1000.0 * np.random.default_rng(0).normal(size=logits[padded].shape)
+        _, changed_loss, _ = model.loss_terms(targets, {**outputs, "next_token_logits": logits})
+        np.testing.assert_allclose(float(text_loss), float(changed_loss), rtol=1e-6)
+
+    def test_temperature_starts_at_0_07_and_is_clipped(self, tiny_preprocessor):
+        model = build_tiny_model(tiny_preprocessor, compile=False)
+        np.testing.assert_allclose(float(model.logit_scale()), 1 / 0.07, rtol=1e-5)
+        model.log_logit_scale.assign(10.0)
+        np.testing.assert_allclose(float(model.logit_scale()), 100.0, rtol=1e-5)
+
+    def test_transformer_temporal_model(self, tiny_preprocessor, tiny_dataset, tiny_batch, tmp_path):
+        model = build_tiny_model(tiny_preprocessor, temporal_model="transformer", temporal_num_heads=2)
+        self.run_fit_step(model, tiny_dataset.take(1))
+        assert model.predict(tiny_batch[0], verbose=0)["story_state"].shape == (2, 16)
+        self.run_saved_model_round_trip(model, tiny_batch[0], tmp_path)
+
+    @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+    def test_mixed_precision_step(self, tiny_preprocessor, tiny_dataset, tiny_batch, policy):
+        model = build_tiny_model(tiny_preprocessor, dtype_policy=policy)
+        assert keras.config.dtype_policy().name == "float32"  # restored after building
+        self.run_fit_step(model, tiny_dataset.take(2))
+        if policy == "mixed_float16":
+            assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        outputs = model(tiny_batch[0])
+        assert keras.backend.standardize_dtype(outputs["next_image"].dtype) == "float32"
+        assert keras.backend.standardize_dtype(outputs["next_token_logits"].dtype) == "float32"
+        assert keras.backend.standardize_dtype(outputs["story_state"].dtype) == policy.split("_")[1]
+
+    def test_loss_decreases_on_the_embedded_pipeline(self, tiny_preprocessor, tiny_dataset):
+        model = build_tiny_model(tiny_preprocessor)
+        model.compile(optimizer=keras.optimizers.Adam(3e-3))
+        history = self.run_fit_step(model, tiny_dataset, epochs=4)
+        losses = history.history["loss"]
+        assert losses[-1] < losses[0]
+
+
+class TestGeneration(TestCase):
+    def _assert_valid(self, ids, tokenizer, max_length):
+        ids = np.asarray(keras.ops.convert_to_numpy(ids))
+        assert ids.shape[1] == max_length
+        assert (ids[:, 0] == tokenizer.cls_token_id).all()
+        assert ((0 <= ids) & (ids < tokenizer.vocabulary_size())).all()
+        for row in ids:
+            ends = np.flatnonzero(row == tokenizer.sep_token_id)
+            if len(ends):
+                assert (row[ends[0] + 1:] == tokenizer.pad_token_id).all()
+        return ids
+
+    @pytest.mark.parametrize("sampler", ["greedy", "beam", "top_p"])
+    def test_stops_at_sep_and_pads_after(self, tiny_preprocessor, tiny_batch, sampler):
+        model = build_tiny_model(tiny_preprocessor, compile=False)
+        tokenizer = tiny_preprocessor.tokenizer
+        # Make [SEP] likely so that every sampler meets it.
+        logits = model.backbone.text_decoder.logits
+        bias = keras.ops.convert_to_numpy(logits.bias).copy()
+        bias[tokenizer.sep_token_id] = 12.0
+        logits.bias.assign(bias)
+        ids = self._assert_valid(model.generate(tiny_batch[0], sampler=sampler, max_length=10), tokenizer, 10)
+        assert (ids == tokenizer.sep_token_id).any(axis=1).all()
+
+    def test_beam_scores_at_least_greedy(self, tiny_preprocessor, tiny_batch):
+        model = build_tiny_model(tiny_preprocessor, compile=False)
+        inputs = tiny_batch[0]
+        tokenizer = tiny_preprocessor.tokenizer
+        greedy = self._assert_valid(model.generate(inputs, "greedy", max_length=8), tokenizer, 8)
+        beam = self._assert_valid(
+            model.generate(inputs, keras_hub_beam(num_beams=5), max_length=8), tokenizer, 8
+        )
+        greedy_score = keras.ops.convert_to_numpy(model.sequence_log_likelihood(inputs, greedy))
+        beam_score = keras.ops.convert_to_numpy(model.sequence_log_likelihood(inputs, beam))
+        assert (beam_score >= greedy_score - 1e-4).all(), (beam_score, greedy_score)
+
+    def test_free_running_greedy_reproduces_a_memorised_caption(self, tiny_preprocessor, tiny_dataset):
+        # Overfit one batch: if decoder inputs and targets were not shifted,
+        # free-running generation could not reproduce the caption.
+        model = build_tiny_model(tiny_preprocessor, text_decoder_units=64, image_loss_weight=0.0,
+                                 contrastive_loss_weight=0.0)
+        model.compile(optimizer=keras.optimizers.Adam(2e-2))
+        batch = tiny_dataset.take(1).cache()
+        model.fit(batch.repeat(60), verbose=0)
+        inputs, targets = next(iter(batch))
+        ids = self._assert_valid(model.generate(inputs, max_length=48), tiny_preprocessor.tokenizer, 48)
+        np.testing.assert_array_equal(ids[:, 1:], targets["next_token_ids"].numpy()[:, :47])
+
+
+def keras_hub_beam(num_beams):
+    import keras_hub
+
+    return keras_hub.samplers.BeamSampler(num_beams=num_beams)

@@ -1,0 +1,35 @@
+import keras
+import numpy as np
+
+from kstory.layers.text_decoder import TextDecoder
+from test_case import TestCase
+from test_case import to_numpy
+
+
+class TestTextDecoder(TestCase):
+    def test_stepping_matches_the_teacher_forced_pass(self):
+        keras.utils.set_random_seed(1)
+        decoder = TextDecoder(vocabulary_size=30, embedding_dim=8, units=12)
+        tokens = np.random.default_rng(0).integers(0, 30, (3, 6)).astype("int32")
+        state = np.random.default_rng(1).normal(size=(3, 10)).astype("float32")
+        full = to_numpy(decoder(tokens, state))
+        cache = decoder.initial_cache(state)
+        for position in range(6):
+            logits, cache = decoder.step(tokens[:, position], cache)
+            np.testing.assert_allclose(to_numpy(logits), full[:, position], atol=1e-5)
+
+    def test_story_state_conditions_the_output(self):
+        decoder = TextDecoder(vocabulary_size=30, embedding_dim=8, units=12)
+        tokens = np.ones((2, 4), "int32")
+        state = np.random.default_rng(0).normal(size=(2, 10)).astype("float32")
+        first = to_numpy(decoder(tokens, state))
+        assert not np.allclose(first[0], first[1])
+
+    def test_logits_are_float32_under_mixed_precision(self):
+        decoder = TextDecoder(vocabulary_size=30, embedding_dim=8, units=12, dtype="mixed_bfloat16")
+        logits = decoder(np.ones((1, 3), "int32"), np.zeros((1, 4), "float32"))
+        assert keras.backend.standardize_dtype(logits.dtype) == "float32"
+
+    def test_config(self):
+        restored = self.run_config_round_trip(TextDecoder(30, embedding_dim=8, units=12))
+        assert (restored.vocabulary_size, restored.embedding_dim, restored.units) == (30, 8, 12)
