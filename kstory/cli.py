@@ -52,10 +52,32 @@ def _data(args):
             file.write(data_summary.format_report(summary, provenance(args.config)))
 
 
+def _select_backend(backend, argv):
+    """Applies `--backend` before Keras loads, re-running the command if needed.
+
+    `import kstory` registers Keras classes, so Keras is already loaded when
+    this runs; a different backend needs a fresh process.
+    """
+    if backend is None or backend == os.environ.get("KERAS_BACKEND"):
+        return
+    os.environ["KERAS_BACKEND"] = backend
+    if "keras" not in sys.modules:
+        return
+    if argv is not None:
+        raise ValueError(
+            f"--backend {backend} must be chosen before Keras is imported; "
+            "set KERAS_BACKEND instead when calling main() from Python."
+        )
+    os.execv(sys.executable, [sys.executable, "-m", "kstory.cli", *sys.argv[1:]])
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
-    if args.backend:
-        os.environ["KERAS_BACKEND"] = args.backend
+    try:
+        _select_backend(args.backend, argv)
+    except ValueError as error:
+        print(f"kstory: error: {error}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         {"data": _data}[args.command](args)
