@@ -7,6 +7,14 @@ import os
 import sys
 
 
+def _add_config_arguments(command):
+    command.add_argument("--config", required=True, help="A config file, e.g. configs/tiny.py.")
+    command.add_argument("--workdir", required=True, help="The run's folder.")
+    command.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="Override a config value, e.g. data.batch_size=8.")
+    command.add_argument("--smoke", action="store_true", help="The config's smoke variant.")
+
+
 def _parser():
     parser = argparse.ArgumentParser(
         prog="kstory", description="Visual story continuation with Keras 3."
@@ -20,27 +28,43 @@ def _parser():
     data = commands.add_parser(
         "data", help="Build or read the configured data and print a summary."
     )
-    data.add_argument("--config", required=True, help="A config file, e.g. configs/tiny.py.")
-    data.add_argument("--workdir", required=True, help="The run's folder.")
-    data.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                      help="Override a config value, e.g. data.batch_size=8.")
-    data.add_argument("--smoke", action="store_true", help="The config's smoke variant.")
+    _add_config_arguments(data)
     data.add_argument("--report", help="Also write the summary, with provenance, to this file.")
+    train = commands.add_parser("train", help="Train a config into a workdir (resumes).")
+    _add_config_arguments(train)
+    evaluate = commands.add_parser("evaluate", help="Score a trained workdir beside the floors.")
+    evaluate.add_argument("--workdir", required=True)
+    evaluate.add_argument("--split", default="test", choices=("test", "validation", "train"))
+    evaluate.add_argument("--sampler", default="greedy", help="greedy, beam, top_p, ...")
+    evaluate.add_argument("--report", help="Also write the metrics, with provenance, here.")
+    evaluate.add_argument("--storyboards", type=int, default=3,
+                          help="Storyboards of the first N held-out stories.")
+    predict = commands.add_parser("predict", help="Predict the next step of one story.")
+    predict.add_argument("--workdir", required=True)
+    predict.add_argument("--story", required=True, help="A story id, or a folder of frames "
+                         "and captions.txt.")
+    predict.add_argument("--start", type=int, default=0, help="First context frame (0-based).")
+    predict.add_argument("--sampler", default="greedy")
     return parser
+
+
+def _load_config(args):
+    from kstory.config import apply_overrides
+    from kstory.config import load_config
+
+    return apply_overrides(load_config(args.config, smoke=args.smoke), args.set)
 
 
 def _data(args):
     import keras
 
-    from kstory.config import apply_overrides
     from kstory.config import config_to_dict
-    from kstory.config import load_config
     from kstory.data import summary as data_summary
     from kstory.provenance import provenance
 
-    config = apply_overrides(load_config(args.config, smoke=args.smoke), args.set)
+    config = _load_config(args)
     os.makedirs(args.workdir, exist_ok=True)
-    with open(os.path.join(args.workdir, "config.json"), "w") as file:
+    with open(os.path.join(args.workdir, "data_config.json"), "w") as file:
         json.dump(config_to_dict(config), file, indent=2)
     print(f"keras backend: {keras.config.backend()}")
     summary = data_summary.summarize_data(config.data, os.path.join(args.workdir, "data"))
@@ -50,6 +74,40 @@ def _data(args):
     if args.report:
         with open(args.report, "w") as file:
             file.write(data_summary.format_report(summary, provenance(args.config)))
+
+
+def _train(args):
+    from kstory.training.train import train
+
+    train(_load_config(args), args.workdir)
+    print(f"Trained; model and history in {args.workdir}")
+
+
+def _evaluate(args):
+    from kstory.evaluation.evaluate import evaluate
+    from kstory.evaluation.evaluate import format_metrics
+    from kstory.evaluation.evaluate import write_storyboards
+    from kstory.provenance import provenance
+    from kstory.provenance import provenance_markdown
+
+    metrics = evaluate(args.workdir, args.split, args.sampler)
+    print(format_metrics(metrics))
+    paths = write_storyboards(args.workdir, args.split, args.storyboards, args.sampler)
+    print("storyboards:", ", ".join(paths))
+    if args.report:
+        with open(args.report, "w") as file:
+            file.write("# Metrics\n\nProduced by:\n\n")
+            file.write(provenance_markdown(provenance(os.path.join(args.workdir, "config.json"))))
+            file.write("\n\n" + format_metrics(metrics))
+
+
+def _predict(args):
+    from kstory.evaluation.predict import predict
+
+    result = predict(args.workdir, args.story, args.start, args.sampler)
+    print(f"next caption: {result['caption']}")
+    print(f"next image: {result['image_path']}")
+    print(f"storyboard: {result['storyboard_path']}")
 
 
 def _select_backend(backend, argv):
@@ -80,7 +138,9 @@ def main(argv=None):
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        {"data": _data}[args.command](args)
+        {"data": _data, "train": _train, "evaluate": _evaluate, "predict": _predict}[
+            args.command
+        ](args)
     except ValueError as error:
         print(f"kstory {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ import typing
 
 from kstory.data.data_config import DataConfig
 from kstory.models.model_config import ModelConfig
+from kstory.training.train_config import TrainConfig
 
 
 @dataclasses.dataclass
@@ -16,11 +17,13 @@ class Config:
     Args:
         data: `DataConfig`. Source, windows, splits and pipeline.
         model: `ModelConfig`. Architecture, losses and precision.
+        train: `TrainConfig`. Epochs, optimizer, callbacks.
         seed: int. Seed of the run.
     """
 
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     seed: int = 0
 
 
@@ -112,3 +115,13 @@ def _replace_path(instance, parents, name, text, key):
 
 def config_to_dict(config):
     return dataclasses.asdict(config)
+
+
+def config_from_dict(values):
+    """Rebuilds a `Config` from `config_to_dict`'s output (a workdir's config.json)."""
+    return Config(
+        data=DataConfig(**values["data"]),
+        model=ModelConfig(**values["model"]),
+        train=TrainConfig(**values["train"]),
+        seed=values["seed"],
+    )

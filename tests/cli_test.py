@@ -20,7 +20,7 @@ def test_data_command_builds_and_summarises_the_embedded_dataset(tmp_path, repo_
     assert summary["splits"]["train"]["windows"] > 0
     text = report.read_text()
     assert "- backend: `" in text and "- machine: `" in text and "configs/tiny.py" in text
-    config = json.loads((workdir / "config.json").read_text())
+    config = json.loads((workdir / "data_config.json").read_text())
     assert config["data"]["batch_size"] == 2
     assert os.path.exists(workdir / "data" / "embedded" / "data" / "train-00000-of-00001.parquet")
 

@@ -33,6 +33,8 @@ def make_dataset(
     seed=0,
     cache=False,
     drop_remainder=False,
+    epochs=None,
+    first_epoch=0,
 ):
     """Builds the `(inputs, targets)` dataset that `model.fit` consumes.
 
@@ -64,6 +66,12 @@ def make_dataset(
         seed: int. Seed of the shuffle.
         cache: bool. Keep decoded samples in memory after the first epoch.
         drop_remainder: bool. Drop the last partial batch.
+        epochs: int. For training with exact resume: one stream of epochs
+            `first_epoch..epochs-1`, each a fresh shuffle seeded by
+            `(seed, epoch)` and cut to `num_windows // batch_size` full
+            batches, so that epoch k has the same batches whether or not the
+            run was interrupted before it. Pass `steps_per_epoch` to `fit`.
+        first_epoch: int. The epoch the stream starts at (a resumed run's).
 
     Example:
     >>> dataset = make_dataset(stories, preprocessor, batch_size=2)
@@ -116,7 +124,26 @@ def make_dataset(
         return inputs, targets
 
     dataset = tf.data.Dataset.from_tensor_slices(frame_indices.astype(np.int64))
-    if shuffle and not cache:
+    if epochs is not None:
+        if cache or not shuffle:
+            raise ValueError("make_dataset(epochs=...) is the shuffled training stream; "
+                             "it takes shuffle=True and cache=False.")
+        steps = len(frame_indices) // batch_size
+        if steps == 0:
+            raise ValueError(
+                f"{len(frame_indices)} windows make no full batch of {batch_size}; "
+                "lower data.batch_size."
+            )
+        all_windows = tf.constant(frame_indices.astype(np.int64))
+
+        def epoch_windows(epoch):
+            order = tf.random.experimental.stateless_shuffle(
+                all_windows, seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+            )
+            return tf.data.Dataset.from_tensor_slices(order[: steps * batch_size])
+
+        dataset = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_windows)
+    elif shuffle and not cache:
         dataset = dataset.shuffle(len(frame_indices), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.map(load_window, num_parallel_calls=tf.data.AUTOTUNE)
     if cache:

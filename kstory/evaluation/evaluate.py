@@ -1,0 +1,225 @@
+"""Scores a trained workdir on a held-out split, beside the floors."""
+
+import json
+import os
+
+import keras
+import numpy as np
+
+import kstory  # noqa: F401  (registers the classes model.keras needs)
+from kstory.data.pipeline import make_dataset
+from kstory.data.sources import load_splits
+from kstory.data.windows import story_windows
+from kstory.evaluation import floors
+from kstory.evaluation.image_metrics import image_scores
+from kstory.evaluation.retrieval import retrieval_recall
+from kstory.evaluation.text_metrics import caption_scores
+from kstory.training.train import MODEL_FILE
+from kstory.training.train import load_workdir_config
+
+_MEAN_IMAGE_WINDOWS = 2048
+
+
+def load_workdir_model(workdir):
+    path = os.path.join(workdir, MODEL_FILE)
+    if not os.path.exists(path):
+        raise ValueError(f"{workdir} has no {MODEL_FILE}; train it first (kstory train).")
+    return keras.saving.load_model(path)
+
+
+def decode_captions(preprocessor, token_ids):
+    """Generated ids -> strings: the tokens between [CLS] and the first [SEP]."""
+    tokenizer = preprocessor.tokenizer
+    special = {tokenizer.cls_token_id, tokenizer.pad_token_id}
+    captions = []
+    for row in np.asarray(token_ids):
+        tokens = []
+        for token in row.tolist():
+            if token == tokenizer.sep_token_id:
+                break
+            if token not in special:
+                tokens.append(token)
+        captions.append(str(tokenizer.detokenize(np.asarray(tokens, "int32"))) if tokens else "")
+    return captions
+
+
+def dataset_options(data_config):
+    return dict(
+        image_size=data_config.image_size,
+        target_image_size=data_config.target_image_size,
+        num_context_steps=data_config.num_context_steps,
+        window_mode=data_config.window_mode,
+        batch_size=data_config.batch_size,
+    )
+
+
+def run_model(model, stories, data_config, sampler="greedy"):
+    """Free-running predictions for every window of `stories`, in window order."""
+    collected = {name: [] for name in ("next_image", "image_embeddings", "text_embeddings",
+                                       "last_image", "target_image")}
+    captions = []
+    dataset = make_dataset(stories, model.preprocessor, **dataset_options(data_config))
+    for inputs, targets in dataset:
+        inputs = {name: value.numpy() for name, value in inputs.items()}
+        outputs = model.predict_on_batch(inputs)
+        for name in ("next_image", "image_embeddings", "text_embeddings"):
+            collected[name].append(keras.ops.convert_to_numpy(outputs[name]))
+        collected["last_image"].append(inputs["images"][:, -1])
+        collected["target_image"].append(targets["next_image"].numpy())
+        captions += decode_captions(model.preprocessor, keras.ops.convert_to_numpy(
+            model.generate(inputs, sampler=sampler)))
+    results = {name: np.concatenate(values) for name, values in collected.items()}
+    results["captions"] = captions
+    return results
+
+
+def _resize(images, size):
+    images = np.asarray(images, np.float32) / 255.0
+    if images.shape[1] == size:
+        return images
+    return keras.ops.convert_to_numpy(keras.ops.image.resize(images, (size, size)))
+
+
+def _mean_training_image(model, train_stories, data_config):
+    dataset = make_dataset(train_stories, model.preprocessor, **dataset_options(data_config))
+    total, count = 0.0, 0
+    for _, targets in dataset:
+        total = total + targets["next_image"].numpy().sum(axis=0)
+        count += len(targets["next_image"])
+        if count >= _MEAN_IMAGE_WINDOWS:
+            break
+    return total / count
+
+
+def _step_embeddings(results, stories, windows, num_context_steps):
+    """One image and one text embedding per distinct held-out context frame."""
+    seen, images, texts = set(), [], []
+    for row, (story_index, start) in enumerate(windows):
+        for step in range(num_context_steps):
+            key = (story_index, start + step)
+            if key not in seen:
+                seen.add(key)
+                images.append(results["image_embeddings"][row, step])
+                texts.append(results["text_embeddings"][row, step])
+    return np.stack(images), np.stack(texts)
+
+
+def evaluate(workdir, split="test", sampler="greedy"):
+    """Scores a trained workdir on `split`; writes metrics.json and metrics.md.
+
+    Text is generated free-running (never teacher-forced) and scored with the
+    COCO caption protocol; images by MSE, PSNR and SSIM; the embeddings by
+    image<->text retrieval over the split's distinct context frames. Every
+    score stands beside its floors: copy the last caption, the nearest
+    training context's caption, copy the last frame, the mean training image.
+
+    Args:
+        workdir: str. A trained run's folder.
+        split: str. `"test"` or `"validation"`.
+        sampler: str. The keras-hub sampler for captions.
+
+    Returns:
+        The metrics dict.
+    """
+    if split not in ("train", "validation", "test"):
+        raise ValueError(f"split must be 'train', 'validation' or 'test'; got {split!r}.")
+    config = load_workdir_config(workdir)
+    data = config.data
+    model = load_workdir_model(workdir)
+    splits, _ = load_splits(data, os.path.join(workdir, "data"))
+    stories, train_stories = splits[split], splits["train"]
+    steps = data.num_context_steps
+    windows = story_windows(stories, steps, data.window_mode)
+    train_windows = story_windows(train_stories, steps, data.window_mode)
+    references = [stories[s].texts[start + steps] for s, start in windows]
+    results = run_model(model, stories, data, sampler)
+    text = {
+        "model": caption_scores(references, results["captions"]),
+        "copy last caption": caption_scores(
+            references, floors.copy_last_captions(stories, windows, steps)),
+        "nearest training context": caption_scores(
+            references,
+            floors.nearest_neighbour_captions(train_stories, train_windows, stories, windows, steps),
+        ),
+    }
+    target = results["target_image"]
+    mean_image = _mean_training_image(model, train_stories, data)
+    image = {
+        "model": image_scores(results["next_image"], target),
+        "copy last frame": image_scores(_resize(results["last_image"], target.shape[1]), target),
+        "mean training image": image_scores(np.broadcast_to(mean_image, target.shape), target),
+    }
+    step_images, step_texts = _step_embeddings(results, stories, windows, steps)
+    retrieval = retrieval_recall(step_images, step_texts)
+    metrics = {
+        "split": split,
+        "windows": len(windows),
+        "sampler": sampler,
+        "text": text,
+        "image": image,
+        "retrieval": {
+            "model": retrieval,
+            "chance": {name: min(int(name[-1]), len(step_images)) / len(step_images)
+                       for name in retrieval},
+            "frames": len(step_images),
+        },
+        "examples": [
+            {"reference": r, "prediction": p}
+            for r, p in list(zip(references, results["captions"]))[:5]
+        ],
+    }
+    with open(os.path.join(workdir, "metrics.json"), "w") as file:
+        json.dump(metrics, file, indent=2)
+    with open(os.path.join(workdir, "metrics.md"), "w") as file:
+        file.write(format_metrics(metrics))
+    return metrics
+
+
+def _table(rows, columns):
+    lines = ["| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, values in rows.items():
+        lines.append(f"| {name} | " + " | ".join(
+            f"{values[c]:.4f}" if c in values else "–" for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def format_metrics(metrics):
+    """Renders metrics as Markdown tables, model first, then its floors."""
+    text_columns = [c for c in ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+                    if c in metrics["text"]["model"]]
+    retrieval = metrics["retrieval"]
+    parts = [
+        f"## {metrics['split']} split: {metrics['windows']} windows "
+        f"(captions by {metrics['sampler']} decoding, free-running)",
+        "",
+        "### Next caption",
+        _table(metrics["text"], text_columns),
+        "",
+        "### Next image",
+        _table(metrics["image"], ["MSE", "PSNR", "SSIM"]),
+        "",
+        f"### Image-text retrieval over {retrieval['frames']} held-out context frames",
+        _table({"model": retrieval["model"], "chance": retrieval["chance"]},
+               list(retrieval["model"])),
+        "",
+        "### Examples",
+    ]
+    parts += [f"- reference: {e['reference']}\n  prediction: {e['prediction']}"
+              for e in metrics["examples"]]
+    return "\n".join(parts) + "\n"
+
+
+def write_storyboards(workdir, split="test", count=3, sampler="greedy"):
+    """Storyboards of the first window of the first `count` stories of a split."""
+    from kstory.evaluation.predict import predict
+
+    config = load_workdir_config(workdir)
+    splits, _ = load_splits(config.data, os.path.join(workdir, "data"))
+    output_dir = os.path.join(workdir, "storyboards")
+    model = load_workdir_model(workdir)
+    return [
+        predict(workdir, story.story_id, sampler=sampler, output_dir=output_dir, model=model)[
+            "storyboard_path"
+        ]
+        for story in splits[split][:count]
+    ]

@@ -1,0 +1,111 @@
+"""Predicts the next step of one story: text, image and a storyboard."""
+
+import glob
+import io
+import os
+
+import numpy as np
+from PIL import Image
+
+from kstory.data.sources import load_splits
+from kstory.data.story import Story
+from kstory.evaluation.evaluate import decode_captions
+from kstory.evaluation.evaluate import load_workdir_model
+from kstory.evaluation.storyboard import draw_storyboard
+from kstory.training.train import load_workdir_config
+
+_IMAGE_PATTERNS = ("*.png", "*.jpg", "*.jpeg", "*.bmp", "*.gif")
+
+
+def story_from_folder(path):
+    """A story from a folder of frame images (sorted by name) and `captions.txt`.
+
+    `captions.txt` has one caption per line, one per image. With four images
+    and captions the next step is predicted; with five or more the fifth is
+    also shown as the truth.
+    """
+    images = sorted(f for pattern in _IMAGE_PATTERNS for f in glob.glob(os.path.join(path, pattern)))
+    captions_path = os.path.join(path, "captions.txt")
+    if not os.path.exists(captions_path):
+        raise ValueError(f"{path} has no captions.txt (one caption per frame image).")
+    with open(captions_path, encoding="utf-8") as file:
+        captions = [line.strip() for line in file if line.strip()]
+    if len(images) != len(captions):
+        raise ValueError(f"{path} has {len(images)} images but {len(captions)} captions.")
+    return Story(os.path.basename(os.path.normpath(path)), tuple(images), tuple(captions))
+
+
+def find_story(config, workdir, story):
+    """A story by id (searched in test, validation, train) or by folder path."""
+    if os.path.isdir(story):
+        return story_from_folder(story)
+    splits, _ = load_splits(config.data, os.path.join(workdir, "data"))
+    for split in ("test", "validation", "train"):
+        for candidate in splits[split]:
+            if candidate.story_id == story:
+                return candidate
+    raise ValueError(f"No story {story!r} in the test, validation or train split, and no such folder.")
+
+
+def _frame(image, size):
+    source = io.BytesIO(image) if isinstance(image, (bytes, bytearray)) else image
+    with Image.open(source) as decoded:
+        return np.asarray(decoded.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
+
+
+def predict(workdir, story, start=0, sampler="greedy", output_dir=None, model=None):
+    """Predicts the step after frames `start..start+3` of a story.
+
+    Writes `<story>_next.png` and `<story>_storyboard.png` into
+    `output_dir` (default: `<workdir>/predictions`).
+
+    Args:
+        workdir: str. A trained run's folder.
+        story: str. A story id of the run's data, or a folder (see
+            `story_from_folder`).
+        start: int. Index of the first context frame.
+        sampler: str. The keras-hub sampler for the caption.
+        output_dir: str. Where the images go.
+        model: the workdir's loaded `StoryModel`, to skip reloading it.
+
+    Returns:
+        dict with `caption`, `image_path` and `storyboard_path`.
+    """
+    config = load_workdir_config(workdir)
+    data = config.data
+    steps = data.num_context_steps
+    story = find_story(config, workdir, story)
+    if story.num_frames < start + steps:
+        raise ValueError(
+            f"Story {story.story_id!r} has {story.num_frames} frames; frames {start + 1}.."
+            f"{start + steps} are needed as context."
+        )
+    model = model or load_workdir_model(workdir)
+    context_images = [_frame(story.images[start + i], data.image_size) for i in range(steps)]
+    context_captions = list(story.texts[start:start + steps])
+    text = model.preprocessor([context_captions])
+    inputs = {
+        "images": np.stack(context_images)[None],
+        "token_ids": text["token_ids"].numpy(),
+        "padding_mask": text["padding_mask"].numpy(),
+        "decoder_token_ids": np.zeros((1, 1), "int32"),
+    }
+    predicted_image = np.asarray(model.predict_on_batch(inputs)["next_image"])[0]
+    import keras
+
+    caption = decode_captions(
+        model.preprocessor, keras.ops.convert_to_numpy(model.generate(inputs, sampler=sampler))
+    )[0]
+    has_truth = story.num_frames > start + steps
+    output_dir = output_dir or os.path.join(workdir, "predictions")
+    os.makedirs(output_dir, exist_ok=True)
+    image_path = os.path.join(output_dir, f"{story.story_id}_next.png")
+    Image.fromarray((np.clip(predicted_image, 0, 1) * 255).round().astype(np.uint8)).save(image_path)
+    storyboard_path = os.path.join(output_dir, f"{story.story_id}_storyboard.png")
+    draw_storyboard(
+        context_images, context_captions, predicted_image, caption,
+        _frame(story.images[start + steps], data.target_image_size) if has_truth else None,
+        story.texts[start + steps] if has_truth else None,
+        path=storyboard_path, title=f"story {story.story_id}, frames {start + 1}-{start + steps}",
+    )
+    return {"caption": caption, "image_path": image_path, "storyboard_path": storyboard_path}

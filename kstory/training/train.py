@@ -1,0 +1,157 @@
+"""Trains a `StoryModel` into a workdir, resuming an interrupted run."""
+
+import json
+import logging
+import os
+
+import keras
+
+from kstory.config import config_from_dict
+from kstory.config import config_to_dict
+from kstory.data.pipeline import make_dataset
+from kstory.data.sources import load_splits
+from kstory.data.story_text_preprocessor import StoryTextPreprocessor
+from kstory.data.tokenizer_loading import load_tokenizer
+from kstory.models.builders import build_story_model
+from kstory.training.loss_curve import plot_loss_curve
+from kstory.training.seed_state_backup import SeedStateBackup
+
+logger = logging.getLogger("kstory.train")
+
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.keras"
+
+
+def check_workdir_config(config, workdir):
+    """Writes the config into a new workdir; refuses another run's workdir.
+
+    A workdir holds one run. Re-running with the same config resumes it; a
+    different architecture or data there would silently mix two runs.
+    """
+    path = os.path.join(workdir, CONFIG_FILE)
+    values = config_to_dict(config)
+    if os.path.exists(path):
+        with open(path) as file:
+            previous = json.load(file)
+        changed = sorted(
+            f"{section}.{key}"
+            for section in ("data", "model")
+            for key in values[section]
+            if previous.get(section, {}).get(key) != values[section][key]
+        )
+        if changed:
+            raise ValueError(
+                f"Workdir {workdir} holds a run with another config (differs in "
+                f"{', '.join(changed)}); use a new --workdir."
+            )
+    os.makedirs(workdir, exist_ok=True)
+    with open(path, "w") as file:
+        json.dump(values, file, indent=2)
+
+
+def load_workdir_config(workdir):
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise ValueError(f"{workdir} has no {CONFIG_FILE}; is it a kstory workdir?")
+    with open(path) as file:
+        return config_from_dict(json.load(file))
+
+
+def _first_epoch(backup_dir):
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as file:
+        return int(json.load(file)["epoch"])
+
+
+def _callbacks(config, workdir):
+    backup_dir = os.path.join(workdir, "backup")
+    save_freq = config.train.backup_every_batches or "epoch"
+    callbacks = [
+        keras.callbacks.BackupAndRestore(backup_dir, save_freq=save_freq, delete_checkpoint=False),
+        SeedStateBackup(backup_dir, seed=config.seed, save_freq=save_freq),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(workdir, "checkpoints", "best.keras"),
+            monitor="val_loss",
+            save_best_only=True,
+        ),
+        keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
+        keras.callbacks.TensorBoard(os.path.join(workdir, "logs"), write_graph=False),
+    ]
+    if config.train.early_stopping_patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss",
+                patience=config.train.early_stopping_patience,
+                restore_best_weights=True,
+            )
+        )
+    return callbacks
+
+
+def train(config, workdir, extra_callbacks=(), verbose="auto"):
+    """Trains `config` in `workdir`; re-running on the same workdir resumes.
+
+    Writes `config.json`, `backup/` (BackupAndRestore), `checkpoints/best.keras`,
+    `history.csv`, TensorBoard `logs/`, the final `model.keras` and
+    `loss_curve.png`. Each epoch's batches depend only on the seed and the
+    epoch, so a resumed run sees the same batches as an uninterrupted one.
+
+    Args:
+        config: `Config`.
+        workdir: str. The run's folder.
+        extra_callbacks: more Keras callbacks, run after kstory's.
+        verbose: Keras `fit` verbosity.
+
+    Returns:
+        The trained `StoryModel`.
+    """
+    check_workdir_config(config, workdir)
+    keras.utils.set_random_seed(config.seed)
+    data = config.data
+    splits, skip_logs = load_splits(data, os.path.join(workdir, "data"))
+    for log in skip_logs:
+        logger.info(log.summary())
+    train_texts = [text for story in splits["train"] for text in story.texts]
+    tokenizer = load_tokenizer(data.tokenizer, train_texts, data.vocabulary_size)
+    preprocessor = StoryTextPreprocessor(
+        tokenizer, data.sequence_length, data.decoder_sequence_length
+    )
+    model = build_story_model(config.model, data, preprocessor)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(
+            learning_rate=config.train.learning_rate, weight_decay=config.train.weight_decay
+        ),
+        jit_compile={"auto": "auto", "true": True, "false": False}[config.train.jit_compile],
+    )
+    first_epoch = _first_epoch(os.path.join(workdir, "backup"))
+    dataset_options = dict(
+        image_size=data.image_size,
+        target_image_size=data.target_image_size,
+        num_context_steps=data.num_context_steps,
+        window_mode=data.window_mode,
+        batch_size=data.batch_size,
+    )
+    train_dataset = make_dataset(
+        splits["train"], preprocessor, shuffle=True, seed=config.seed,
+        epochs=config.train.epochs, first_epoch=first_epoch, **dataset_options,
+    )
+    validation_dataset = make_dataset(splits["validation"], preprocessor, **dataset_options)
+    num_windows = sum(max(s.num_frames - data.num_context_steps, 0) for s in splits["train"])
+    if data.window_mode == "first":
+        num_windows = sum(s.num_frames > data.num_context_steps for s in splits["train"])
+    if first_epoch:
+        logger.info("Resuming %s from epoch %d", workdir, first_epoch)
+    model.fit(
+        train_dataset,
+        validation_data=validation_dataset,
+        epochs=config.train.epochs,
+        steps_per_epoch=num_windows // data.batch_size,
+        callbacks=_callbacks(config, workdir) + list(extra_callbacks),
+        verbose=verbose,
+    )
+    model.save(os.path.join(workdir, MODEL_FILE))
+    plot_loss_curve(os.path.join(workdir, "history.csv"), os.path.join(workdir, "loss_curve.png"))
+    return model

@@ -1,0 +1,39 @@
+"""Settings of a training run."""
+
+import dataclasses
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """How long and how a `StoryModel` trains.
+
+    Args:
+        epochs: int. Passes over the training windows.
+        learning_rate: float. AdamW learning rate (1e-4 in the paper).
+        weight_decay: float. AdamW weight decay.
+        early_stopping_patience: int. Epochs without a better validation loss
+            before stopping; 0 turns early stopping off.
+        backup_every_batches: int. Also back up mid-epoch every this many
+            batches for resume; 0 backs up at epoch ends only.
+        jit_compile: str. `"auto"`, `"true"` or `"false"`.
+    """
+
+    epochs: int = 20
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    early_stopping_patience: int = 5
+    backup_every_batches: int = 0
+    jit_compile: str = "auto"
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"train.epochs must be positive; got {self.epochs}.")
+        if self.learning_rate <= 0:
+            raise ValueError(f"train.learning_rate must be positive; got {self.learning_rate}.")
+        if self.jit_compile not in ("auto", "true", "false"):
+            raise ValueError(
+                f"train.jit_compile must be 'auto', 'true' or 'false'; got {self.jit_compile!r}."
+            )
+        for name in ("weight_decay", "early_stopping_patience", "backup_every_batches"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0; got {getattr(self, name)}.")

@@ -1,0 +1,94 @@
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from kstory.config import apply_overrides
+from kstory.config import load_config
+from kstory.evaluation.evaluate import evaluate
+from kstory.evaluation.predict import predict
+from kstory.training.train import train
+
+SMOKE = ["data.num_stories=14", "train.epochs=2", "train.early_stopping_patience=0"]
+
+
+@pytest.fixture(scope="module")
+def smoke_config(repo_root):
+    return apply_overrides(load_config(f"{repo_root}/configs/tiny.py", smoke=True), SMOKE)
+
+
+class Interrupt(Exception):
+    pass
+
+
+class InterruptAfterEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise Interrupt(f"stopped after epoch {epoch}")
+
+
+def _weights(model):
+    return [keras.ops.convert_to_numpy(v) for v in model.weights]
+
+
+def test_train_evaluate_predict(smoke_config, tmp_path):
+    workdir = str(tmp_path / "run")
+    train(smoke_config, workdir, verbose=0)
+    for name in ("config.json", "model.keras", "history.csv", "loss_curve.png",
+                 "checkpoints/best.keras", "backup/training_metadata.json"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    assert os.listdir(os.path.join(workdir, "logs"))
+    with open(os.path.join(workdir, "history.csv")) as file:
+        header, *rows = file.read().strip().splitlines()
+    assert len(rows) == 2 and "val_text_loss" in header and "contrastive_loss" in header
+
+    metrics = evaluate(workdir, "test")
+    assert set(metrics["text"]) == {"model", "copy last caption", "nearest training context"}
+    assert set(metrics["image"]) == {"model", "copy last frame", "mean training image"}
+    for scores in metrics["text"].values():
+        assert {"BLEU-4", "METEOR", "ROUGE-L", "CIDEr"} <= set(scores)
+    assert metrics["retrieval"]["frames"] > 0
+    assert json.load(open(os.path.join(workdir, "metrics.json")))["windows"] == metrics["windows"]
+    assert "| copy last caption |" in open(os.path.join(workdir, "metrics.md")).read()
+
+    story_id = json.load(open(os.path.join(workdir, "metrics.json")))["windows"] and "0"
+    result = predict(workdir, story_id)
+    assert os.path.exists(result["image_path"]) and os.path.exists(result["storyboard_path"])
+    assert isinstance(result["caption"], str)
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_result(smoke_config, tmp_path):
+    straight = train(smoke_config, str(tmp_path / "straight"), verbose=0)
+    interrupted_dir = str(tmp_path / "interrupted")
+    with pytest.raises(Interrupt):
+        train(smoke_config, interrupted_dir, extra_callbacks=[InterruptAfterEpoch(0)], verbose=0)
+    metadata = json.load(open(os.path.join(interrupted_dir, "backup", "training_metadata.json")))
+    assert metadata["epoch"] == 1
+    resumed = train(smoke_config, interrupted_dir, verbose=0)
+    assert int(resumed.optimizer.iterations.numpy()) == int(straight.optimizer.iterations.numpy())
+    for actual, expected in zip(_weights(resumed), _weights(straight)):
+        np.testing.assert_allclose(actual, expected, atol=1e-5)
+    with open(os.path.join(interrupted_dir, "history.csv")) as file:
+        assert len(file.read().strip().splitlines()) == 1 + 2  # one row per epoch, no restart
+
+
+def test_workdir_of_another_architecture_is_refused(smoke_config, tmp_path):
+    from kstory.training.train import check_workdir_config
+
+    check_workdir_config(smoke_config, str(tmp_path))
+    other = apply_overrides(smoke_config, ["model.temporal_model=transformer"])
+    with pytest.raises(ValueError, match="model.temporal_model"):
+        check_workdir_config(other, str(tmp_path))
+    # Training settings may change on resume (e.g. more epochs).
+    check_workdir_config(apply_overrides(smoke_config, ["train.epochs=5"]), str(tmp_path))
+
+
+def test_evaluate_needs_a_trained_workdir(tmp_path):
+    with pytest.raises(ValueError, match="no config.json"):
+        evaluate(str(tmp_path))
