@@ -16,8 +16,13 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# The main job: train the tiny config on the embedded storyboards, score it
+# beside the floors, and publish metrics, a loss curve and storyboards.
 demo: setup
-	$(BIN)/kstory data --config configs/tiny.py --workdir runs/tiny
+	$(BIN)/kstory train --config configs/tiny.py --workdir runs/tiny
+	$(BIN)/kstory evaluate --workdir runs/tiny --report results/tiny_metrics.md --storyboards 3
+	cp runs/tiny/loss_curve.png results/tiny_loss_curve.png
+	cp runs/tiny/storyboards/*_storyboard.png results/
 
 # One process per backend, as keras-hub does; then the `large` tests
 # (real checkpoints) as their own step.

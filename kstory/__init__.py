@@ -5,6 +5,7 @@ with `keras.saving.load_model(path)` and no `custom_objects`.
 """
 
 from kstory.data.story_text_preprocessor import StoryTextPreprocessor
+from kstory.layers.context_memory import ContextMemory
 from kstory.layers.image_decoder import ImageDecoder
 from kstory.layers.image_preprocessing import ImagePreprocessing
 from kstory.layers.step_text_encoder import StepTextEncoder

@@ -39,6 +39,11 @@ def _parser():
     evaluate.add_argument("--report", help="Also write the metrics, with provenance, here.")
     evaluate.add_argument("--storyboards", type=int, default=3,
                           help="Storyboards of the first N held-out stories.")
+    ablate = commands.add_parser(
+        "ablate", help="Train a config with and without the contrastive loss; compare."
+    )
+    _add_config_arguments(ablate)
+    ablate.add_argument("--report", help="Write the comparison, with provenance, here.")
     predict = commands.add_parser("predict", help="Predict the next step of one story.")
     predict.add_argument("--workdir", required=True)
     predict.add_argument("--story", required=True, help="A story id, or a folder of frames "
@@ -101,6 +106,22 @@ def _evaluate(args):
             file.write("\n\n" + format_metrics(metrics))
 
 
+def _ablate(args):
+    from kstory.evaluation.ablation import format_ablation
+    from kstory.evaluation.ablation import run_contrastive_ablation
+    from kstory.provenance import provenance
+    from kstory.provenance import provenance_markdown
+
+    config = _load_config(args)
+    results = run_contrastive_ablation(config, args.workdir)
+    table = format_ablation(results, config.model.contrastive_loss_weight)
+    print(table)
+    if args.report:
+        with open(args.report, "w") as file:
+            file.write("# Ablation: the contrastive loss\n\nProduced by:\n\n")
+            file.write(provenance_markdown(provenance(args.config)) + "\n\n" + table)
+
+
 def _predict(args):
     from kstory.evaluation.predict import predict
 
@@ -138,9 +159,11 @@ def main(argv=None):
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        {"data": _data, "train": _train, "evaluate": _evaluate, "predict": _predict}[
-            args.command
-        ](args)
+        commands = {
+            "data": _data, "train": _train, "evaluate": _evaluate, "ablate": _ablate,
+            "predict": _predict,
+        }
+        commands[args.command](args)
     except ValueError as error:
         print(f"kstory {args.command}: error: {error}", file=sys.stderr)
         return 2

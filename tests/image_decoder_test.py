@@ -18,6 +18,15 @@ class TestImageDecoder(TestCase):
         with pytest.raises(ValueError, match=f"got {size}"):
             ImageDecoder(size)
 
+    def test_residual_decoder_starts_as_the_last_frame(self):
+        last = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3)).astype("uint8")
+        decoder = ImageDecoder(8, filters=16, residual=True)
+        output = to_numpy(decoder(np.ones((2, 10)), np.stack([255 - last, last], axis=1)))
+        expected = to_numpy(__import__("keras").ops.image.resize(last / 255.0, (8, 8)))
+        np.testing.assert_allclose(output, np.clip(expected, 1e-3, 1 - 1e-3), atol=1e-4)
+        with pytest.raises(ValueError, match="last context frame"):
+            decoder(np.ones((2, 10)))
+
     def test_config(self):
         restored = self.run_config_round_trip(ImageDecoder(16, filters=24))
         assert restored.image_size == 16 and restored.num_upsamplings == 2

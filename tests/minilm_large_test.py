@@ -46,7 +46,7 @@ def test_pretrained_cls_vectors_know_paraphrases(minilm_model):
               "The stock market fell today.", "A woman slices an onion."]]
     tokens = minilm_model.preprocessor(texts)
     vectors = keras.ops.convert_to_numpy(minilm_model.backbone.text_encoder(
-        tokens["token_ids"].numpy(), tokens["padding_mask"].numpy()))[0]
+        tokens["token_ids"].numpy(), tokens["padding_mask"].numpy())[0])[0]
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     similarity = vectors @ vectors.T
     assert similarity[0, 1] > 0.9

@@ -21,18 +21,19 @@ class TestStepTextEncoder(TestCase):
         encoder = StepTextEncoder(backbone)
         token_ids = np.random.default_rng(0).integers(5, 50, (2, 4, 8)).astype("int32")
         mask = np.ones((2, 4, 8), "int32")
-        output = to_numpy(encoder(token_ids, mask))
-        assert output.shape == (2, 4, 16)
+        cls_vectors, token_states = to_numpy(encoder(token_ids, mask))
+        assert cls_vectors.shape == (2, 4, 16) and token_states.shape == (2, 4, 8, 16)
         direct = to_numpy(backbone({"token_ids": token_ids[1, 2:3], "padding_mask": mask[1, 2:3]}))
-        np.testing.assert_allclose(output[1, 2], direct[0, 0], atol=1e-5)
+        np.testing.assert_allclose(cls_vectors[1, 2], direct[0, 0], atol=1e-5)
+        np.testing.assert_allclose(token_states[1, 2], direct[0], atol=1e-5)
 
     def test_bert_backbones_get_segment_ids(self):
         bert = keras_hub.models.BertBackbone(
             vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32,
             max_sequence_length=8,
         )
-        output = StepTextEncoder(bert)(np.ones((1, 4, 8), "int32"), np.ones((1, 4, 8), "int32"))
-        assert tuple(output.shape) == (1, 4, 16)
+        cls_vectors, _ = StepTextEncoder(bert)(np.ones((1, 4, 8), "int32"), np.ones((1, 4, 8), "int32"))
+        assert tuple(cls_vectors.shape) == (1, 4, 16)
 
     @pytest.mark.parametrize("num_frozen, trainable_layers", [(-1, {0, 1}), (0, {0, 1}), (1, {1}), (2, set())])
     def test_freezing(self, num_frozen, trainable_layers):

@@ -43,10 +43,26 @@ class TestStoryBackbone(TestCase):
 
     def test_encode_matches_the_functional_graph(self):
         backbone = _backbone()
-        _, _, story_state = backbone.encode(
+        encoded = backbone.encode(
             {name: keras.ops.convert_to_tensor(value) for name, value in INPUTS.items()}
         )
-        self.assert_allclose(story_state, backbone(INPUTS)["story_state"], atol=1e-5)
+        self.assert_allclose(encoded["story_state"], backbone(INPUTS)["story_state"], atol=1e-5)
+        assert "memory" not in encoded
+
+    def test_attending_decoder_and_residual_image(self):
+        backbone = _backbone(text_decoder_attention_heads=2, image_decoder_residual=True,
+                             target_image_size=32)
+        encoded = backbone.encode(
+            {name: keras.ops.convert_to_tensor(value) for name, value in INPUTS.items()}
+        )
+        assert tuple(encoded["memory"].shape) == (2, 4 * 8, 16)
+        assert tuple(encoded["memory_mask"].shape) == (2, 4 * 8)
+        outputs = backbone(INPUTS)
+        assert tuple(outputs["next_token_logits"].shape) == (2, 5, 50)
+        # The untrained residual decoder copies the last context frame.
+        self.assert_allclose(outputs["next_image"], INPUTS["images"][:, -1] / 255.0, atol=2e-3)
+        restored = self.run_serialization_round_trip(backbone)
+        assert restored.text_decoder.attention_heads == 2 and restored.image_decoder.residual
 
     def test_every_step_reaches_the_story_state(self):
         backbone = _backbone()

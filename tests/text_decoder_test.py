@@ -18,6 +18,24 @@ class TestTextDecoder(TestCase):
             logits, cache = decoder.step(tokens[:, position], cache)
             np.testing.assert_allclose(to_numpy(logits), full[:, position], atol=1e-5)
 
+    def test_attending_steps_match_the_teacher_forced_pass(self):
+        keras.utils.set_random_seed(2)
+        decoder = TextDecoder(vocabulary_size=30, embedding_dim=8, units=12, attention_heads=2)
+        rng = np.random.default_rng(0)
+        tokens = rng.integers(0, 30, (3, 6)).astype("int32")
+        state = rng.normal(size=(3, 10)).astype("float32")
+        memory = rng.normal(size=(3, 7, 12)).astype("float32")
+        mask = np.ones((3, 7), bool)
+        mask[:, 5:] = False
+        full = to_numpy(decoder(tokens, state, memory, mask))
+        cache = decoder.initial_cache(state, memory, mask)
+        for position in range(6):
+            logits, cache = decoder.step(tokens[:, position], cache)
+            np.testing.assert_allclose(to_numpy(logits), full[:, position], atol=1e-5)
+        # Masked memory slots do not matter.
+        memory[:, 5:] = 100.0
+        np.testing.assert_allclose(to_numpy(decoder(tokens, state, memory, mask)), full, atol=1e-5)
+
     def test_story_state_conditions_the_output(self):
         decoder = TextDecoder(vocabulary_size=30, embedding_dim=8, units=12)
         tokens = np.ones((2, 4), "int32")

@@ -41,7 +41,7 @@ def test_train_evaluate_predict(smoke_config, tmp_path):
     workdir = str(tmp_path / "run")
     train(smoke_config, workdir, verbose=0)
     for name in ("config.json", "model.keras", "history.csv", "loss_curve.png",
-                 "checkpoints/best.keras", "backup/training_metadata.json"):
+                 "checkpoints/best.weights.h5", "backup/training_metadata.json"):
         assert os.path.exists(os.path.join(workdir, name)), name
     assert os.listdir(os.path.join(workdir, "logs"))
     with open(os.path.join(workdir, "history.csv")) as file:
@@ -92,3 +92,19 @@ def test_workdir_of_another_architecture_is_refused(smoke_config, tmp_path):
 def test_evaluate_needs_a_trained_workdir(tmp_path):
     with pytest.raises(ValueError, match="no config.json"):
         evaluate(str(tmp_path))
+
+
+def test_contrastive_ablation_writes_a_comparison(smoke_config, tmp_path):
+    from kstory.evaluation.ablation import format_ablation
+    from kstory.evaluation.ablation import run_contrastive_ablation
+
+    config = apply_overrides(smoke_config, ["train.epochs=1"])
+    results = run_contrastive_ablation(config, str(tmp_path))
+    assert set(results) == {"contrastive", "no_contrastive"}
+    off_config = json.load(open(tmp_path / "no_contrastive" / "config.json"))
+    assert off_config["model"]["contrastive_loss_weight"] == 0.0
+    table = format_ablation(results, config.model.contrastive_loss_weight)
+    assert "| contrastive weight 0 |" in table and "floor: copy last caption / frame" in table
+    with pytest.raises(ValueError, match="contrastive_loss_weight > 0"):
+        run_contrastive_ablation(apply_overrides(config, ["model.contrastive_loss_weight=0"]),
+                                 str(tmp_path / "x"))

@@ -3,22 +3,37 @@
 import math
 
 import keras
+from keras import ops
+
+_EPSILON = 1e-3
 
 
 @keras.saving.register_keras_serializable(package="kstory")
 class ImageDecoder(keras.layers.Layer):
     """Dense -> reshape to 4x4 -> Conv2DTranspose x2 upsampling -> sigmoid RGB.
 
+    With `residual=True` the decoder predicts a change to the last context
+    frame: the output is `sigmoid(logit(last_frame) + delta)`. `delta` comes
+    from convolutions over the decoded features and the last context frames
+    (so motion can be read and extrapolated locally), and starts at zero: an
+    untrained model copies the last frame and training only has to learn the
+    change. Without it the frame is drawn from the story state alone.
+
     Args:
         image_size: int. Side of the output image; 4 times a power of two.
         filters: int. Channels at 4x4; halved at each upsampling, down to 16.
+        residual: bool. Predict a change to the last context frame, from the
+            last context frames passed to `call` as `(batch, frames, H, W, 3)`.
 
     Example:
     >>> ImageDecoder(image_size=32, filters=64)(np.zeros((2, 10))).shape
     (2, 32, 32, 3)
+    >>> frames = np.zeros((2, 2, 64, 64, 3), "uint8")  # the last two frames
+    >>> ImageDecoder(32, 64, residual=True)(np.zeros((2, 10)), frames).shape
+    (2, 32, 32, 3)
     """
 
-    def __init__(self, image_size=64, filters=256, **kwargs):
+    def __init__(self, image_size=64, filters=256, residual=False, **kwargs):
         super().__init__(**kwargs)
         num_upsamplings = math.log2(image_size / 4) if image_size >= 4 else -1
         if num_upsamplings < 0 or not num_upsamplings.is_integer():
@@ -28,6 +43,7 @@ class ImageDecoder(keras.layers.Layer):
             )
         self.image_size = image_size
         self.filters = filters
+        self.residual = residual
         self.num_upsamplings = int(num_upsamplings)
         self.seed_projection = keras.layers.Dense(
             4 * 4 * filters, activation="relu", dtype=self.dtype_policy, name="seed_projection"
@@ -45,27 +61,65 @@ class ImageDecoder(keras.layers.Layer):
             )
             for i in range(self.num_upsamplings)
         ]
+        self.refinements = []
+        if residual:
+            self.refinements = [
+                keras.layers.Conv2D(32, 3, padding="same", activation="relu",
+                                    dtype=self.dtype_policy, name=f"refinement_{i}")
+                for i in range(2)
+            ]
         # The output head stays float32 under mixed precision.
         self.to_rgb = keras.layers.Conv2D(
-            3, kernel_size=3, padding="same", activation="sigmoid", dtype="float32", name="to_rgb"
+            3,
+            kernel_size=3,
+            padding="same",
+            activation=None if residual else "sigmoid",
+            kernel_initializer="zeros" if residual else "glorot_uniform",
+            dtype="float32",
+            name="to_rgb",
         )
 
-    def build(self, input_shape):
-        self.seed_projection.build(input_shape)
-        shape = (input_shape[0], 4, 4, self.filters)
+    def build(self, story_state_shape, last_frames_shape=None):
+        self.seed_projection.build(story_state_shape)
+        shape = (story_state_shape[0], 4, 4, self.filters)
         for layer in self.upsamplings:
             layer.build(shape)
             shape = layer.compute_output_shape(shape)
+        if self.residual:
+            num_frames = 1 if last_frames_shape is None else last_frames_shape[1]
+            shape = (*shape[:3], shape[3] + 3 * num_frames)
+            for layer in self.refinements:
+                layer.build(shape)
+                shape = layer.compute_output_shape(shape)
         self.to_rgb.build(shape)
 
-    def call(self, story_state):
+    def call(self, story_state, last_frames=None):
         x = self.seed_reshape(self.seed_projection(story_state))
         for layer in self.upsamplings:
             x = layer(x)
-        return self.to_rgb(x)
+        if not self.residual:
+            return self.to_rgb(x)
+        if last_frames is None:
+            raise ValueError("A residual ImageDecoder needs the last context frame(s).")
+        # (batch, frames, H, W, 3) uint8 -> (batch, size, size, 3 * frames) in [0, 1].
+        num_frames, height = last_frames.shape[1], last_frames.shape[2]
+        frames = ops.cast(last_frames, "float32") / 255.0
+        frames = ops.concatenate([frames[:, i] for i in range(num_frames)], axis=-1)
+        if height != self.image_size:
+            frames = ops.image.resize(frames, (self.image_size, self.image_size))
+        x = ops.concatenate([x, ops.cast(frames, x.dtype)], axis=-1)
+        for layer in self.refinements:
+            x = layer(x)
+        last = ops.clip(frames[..., -3:], _EPSILON, 1 - _EPSILON)
+        return ops.sigmoid(ops.log(last) - ops.log(1 - last) + self.to_rgb(x))
 
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.image_size, self.image_size, 3)
+    def compute_output_shape(self, story_state_shape, last_frames_shape=None):
+        return (story_state_shape[0], self.image_size, self.image_size, 3)
 
     def get_config(self):
-        return {**super().get_config(), "image_size": self.image_size, "filters": self.filters}
+        return {
+            **super().get_config(),
+            "image_size": self.image_size,
+            "filters": self.filters,
+            "residual": self.residual,
+        }

@@ -6,11 +6,13 @@ from keras import ops
 
 @keras.saving.register_keras_serializable(package="kstory")
 class StepTextEncoder(keras.layers.Layer):
-    """Runs a keras-hub text backbone over each step and returns its [CLS] vector.
+    """Runs a keras-hub text backbone over each step: [CLS] vectors and token states.
 
     keras-hub backbones take a dict, which `TimeDistributed` cannot wrap, so the
     steps are folded into the batch: `(batch, steps, length)` ->
-    `(batch * steps, length)` -> backbone -> `(batch, steps, hidden_dim)`.
+    `(batch * steps, length)` -> backbone -> `(batch, steps, length, hidden_dim)`.
+    The call returns `(cls_vectors, token_states)`: the [CLS] vector of each
+    step, `(batch, steps, hidden_dim)`, and all token states.
     The embeddings and the lowest `num_frozen_layers` transformer layers are
     frozen; this is re-applied on load, since a backbone's config does not
     record it.
@@ -26,8 +28,10 @@ class StepTextEncoder(keras.layers.Layer):
     ...     vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16,
     ...     intermediate_dim=32, max_sequence_length=8)
     >>> encoder = StepTextEncoder(backbone, num_frozen_layers=1)
-    >>> encoder(np.ones((2, 4, 8), "int32"), np.ones((2, 4, 8), "bool")).shape
-    (2, 4, 16)
+    >>> cls_vectors, token_states = encoder(
+    ...     np.ones((2, 4, 8), "int32"), np.ones((2, 4, 8), "bool"))
+    >>> cls_vectors.shape, token_states.shape
+    ((2, 4, 16), (2, 4, 8, 16))
     """
 
     def __init__(self, backbone, num_frozen_layers=0, **kwargs):
@@ -63,11 +67,13 @@ class StepTextEncoder(keras.layers.Layer):
         outputs = self.backbone(flat_inputs)
         if isinstance(outputs, dict):
             outputs = outputs["sequence_output"]
-        cls_vectors = outputs[:, 0, :]
-        return ops.reshape(cls_vectors, (-1, num_steps, cls_vectors.shape[-1]))
+        hidden_dim = outputs.shape[-1]
+        token_states = ops.reshape(outputs, (-1, num_steps, length, hidden_dim))
+        return token_states[:, :, 0, :], token_states
 
     def compute_output_shape(self, token_ids_shape, padding_mask_shape=None):
-        return (*token_ids_shape[:2], self.backbone.hidden_dim)
+        hidden_dim = self.backbone.hidden_dim
+        return (*token_ids_shape[:2], hidden_dim), (*token_ids_shape, hidden_dim)
 
     def get_config(self):
         return {

@@ -14,14 +14,18 @@ class TextDecoder(keras.layers.Layer):
     generation runs `step` one token at a time with the GRU state as the cache,
     so each new token costs one cell update, not a pass over the prefix.
 
-    A GRU, not cross-attention: the story state is a single vector (the GRU
-    over four steps summarises them), so there is nothing to attend over, and
-    the recurrent cache is constant-size.
+    With `attention_heads > 0`, each GRU output also attends (Luong-style,
+    after the recurrence) over a memory of the context captions' token states,
+    and the logits read both. Captions of a story repeat names, objects and
+    places from step to step; attention lets the decoder copy them instead of
+    squeezing every word through the single story-state vector. The GRU keeps
+    a constant-size cache; the memory is fixed per story.
 
     Args:
         vocabulary_size: int. Size of the token vocabulary.
         embedding_dim: int. Size of the token and condition embeddings.
-        units: int. GRU units.
+        units: int. GRU units, and the size of the memory vectors.
+        attention_heads: int. Heads attending over the memory; 0 for none.
 
     Example:
     >>> decoder = TextDecoder(vocabulary_size=50, embedding_dim=8, units=16)
@@ -29,11 +33,20 @@ class TextDecoder(keras.layers.Layer):
     (2, 5, 50)
     """
 
-    def __init__(self, vocabulary_size, embedding_dim=256, units=512, **kwargs):
+    def __init__(self, vocabulary_size, embedding_dim=256, units=512, attention_heads=0, **kwargs):
         super().__init__(**kwargs)
         self.vocabulary_size = vocabulary_size
         self.embedding_dim = embedding_dim
         self.units = units
+        self.attention_heads = attention_heads
+        self.attention = None
+        if attention_heads:
+            self.attention = keras.layers.MultiHeadAttention(
+                attention_heads,
+                key_dim=max(units // attention_heads, 1),
+                dtype=self.dtype_policy,
+                name="attention",
+            )
         self.token_embedding = keras.layers.Embedding(
             vocabulary_size, embedding_dim, dtype=self.dtype_policy, name="token_embedding"
         )
@@ -48,38 +61,55 @@ class TextDecoder(keras.layers.Layer):
         )
         self.logits = keras.layers.Dense(vocabulary_size, dtype="float32", name="logits")
 
-    def build(self, token_ids_shape, story_state_shape):
+    def build(self, token_ids_shape, story_state_shape, memory_shape=None, memory_mask_shape=None):
         batch = token_ids_shape[0]
         self.token_embedding.build(token_ids_shape)
         self.initial_state_projection.build(story_state_shape)
         self.condition_projection.build(story_state_shape)
         self.gru.build((batch, None, 2 * self.embedding_dim))
-        self.logits.build((batch, None, self.units))
+        if self.attention is not None:
+            self.attention.build((batch, None, self.units), memory_shape, memory_shape)
+        self.logits.build((batch, None, self.units * (2 if self.attention else 1)))
 
-    def initial_cache(self, story_state):
-        """The generation cache: the GRU state and the projected condition."""
-        return (
+    def initial_cache(self, story_state, memory=None, memory_mask=None):
+        """The generation cache: GRU state, condition, and the memory if attending."""
+        cache = (
             self.initial_state_projection(story_state),
             self.condition_projection(story_state),
         )
+        if self.attention is not None:
+            cache += (memory, ops.cast(memory_mask, "bool"))
+        return cache
 
-    def call(self, token_ids, story_state):
-        state, condition = self.initial_cache(story_state)
+    def _read(self, hidden, cache):
+        """Logits from GRU outputs `(batch, length, units)`, attending if set up."""
+        if self.attention is None:
+            return self.logits(hidden)
+        memory, memory_mask = cache[2], cache[3]
+        attended = self.attention(
+            hidden, memory, memory, attention_mask=ops.expand_dims(memory_mask, 1)
+        )
+        return self.logits(ops.concatenate([hidden, ops.cast(attended, hidden.dtype)], axis=-1))
+
+    def call(self, token_ids, story_state, memory=None, memory_mask=None):
+        cache = self.initial_cache(story_state, memory, memory_mask)
+        state, condition = cache[0], cache[1]
         embedded = self.token_embedding(token_ids)
         condition = ops.broadcast_to(
             ops.expand_dims(condition, 1), ops.shape(embedded)[:-1] + (self.embedding_dim,)
         )
         hidden = self.gru(ops.concatenate([embedded, condition], axis=-1), initial_state=state)
-        return self.logits(hidden)
+        return self._read(hidden, cache)
 
     def step(self, token_ids, cache):
         """Advances one token: `(batch,)` ids -> `(batch, vocabulary)` logits, new cache."""
-        state, condition = cache
+        state, condition = cache[0], cache[1]
         embedded = self.token_embedding(token_ids)
         hidden, _ = self.gru.cell(ops.concatenate([embedded, condition], axis=-1), state)
-        return self.logits(hidden), (hidden, condition)
+        logits = self._read(ops.expand_dims(hidden, 1), cache)[:, 0]
+        return logits, (hidden, condition) + tuple(cache[2:])
 
-    def compute_output_shape(self, token_ids_shape, story_state_shape=None):
+    def compute_output_shape(self, token_ids_shape, story_state_shape=None, *args):
         return (*token_ids_shape, self.vocabulary_size)
 
     def get_config(self):
@@ -88,4 +118,5 @@ class TextDecoder(keras.layers.Layer):
             "vocabulary_size": self.vocabulary_size,
             "embedding_dim": self.embedding_dim,
             "units": self.units,
+            "attention_heads": self.attention_heads,
         }

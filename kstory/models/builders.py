@@ -125,7 +125,9 @@ def _build_backbone(model_config, data_config, tokenizer, image_encoder, image_p
         temporal_num_layers=model_config.temporal_num_layers,
         temporal_num_heads=model_config.temporal_num_heads,
         decoder_filters=model_config.decoder_filters,
+        image_decoder_residual=model_config.image_decoder_residual,
         text_decoder_embedding_dim=model_config.text_decoder_embedding_dim,
         text_decoder_units=model_config.text_decoder_units,
+        text_decoder_attention_heads=model_config.text_decoder_attention_heads,
         dtype=model_config.dtype_policy,
     )

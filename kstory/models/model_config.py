@@ -39,8 +39,12 @@ class ModelConfig:
         temporal_num_layers: int. Transformer layers.
         temporal_num_heads: int. Transformer heads.
         decoder_filters: int. Image decoder channels at 4x4.
+        image_decoder_residual: bool. Predict the next frame as a change to the
+            last context frame.
         text_decoder_embedding_dim: int. Text decoder token embedding size.
         text_decoder_units: int. Text decoder GRU units.
+        text_decoder_attention_heads: int. Heads attending over the context
+            captions' tokens; 0 for a plain GRU decoder.
         image_loss: str. `"mse"` or `"mse+l1"`.
         image_loss_weight: float. Weight of the image loss.
         text_loss_weight: float. Weight of the text loss.
@@ -63,8 +67,10 @@ class ModelConfig:
     temporal_num_layers: int = 2
     temporal_num_heads: int = 4
     decoder_filters: int = 256
+    image_decoder_residual: bool = True
     text_decoder_embedding_dim: int = 256
     text_decoder_units: int = 512
+    text_decoder_attention_heads: int = 4
     image_loss: str = "mse"
     image_loss_weight: float = 1.0
     text_loss_weight: float = 1.0

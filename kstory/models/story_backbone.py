@@ -3,6 +3,7 @@
 import keras
 import keras_hub
 
+from kstory.layers.context_memory import ContextMemory
 from kstory.layers.image_decoder import ImageDecoder
 from kstory.layers.image_preprocessing import ImagePreprocessing
 from kstory.layers.step_text_encoder import StepTextEncoder
@@ -48,8 +49,12 @@ class StoryBackbone(keras_hub.models.Backbone):
         temporal_num_layers: int. Transformer layers (transformer only).
         temporal_num_heads: int. Attention heads (transformer only).
         decoder_filters: int. Channels of the image decoder's first feature map.
+        image_decoder_residual: bool. Predict the next frame as a change to
+            the last context frame (see `ImageDecoder`).
         text_decoder_embedding_dim: int. Token embedding size of the decoder.
         text_decoder_units: int. GRU units of the text decoder.
+        text_decoder_attention_heads: int. Heads with which the text decoder
+            attends over the context captions' tokens; 0 for none.
         dtype: str or `keras.DTypePolicy`. Compute dtype; heads stay float32.
 
     Example:
@@ -90,8 +95,10 @@ class StoryBackbone(keras_hub.models.Backbone):
         temporal_num_layers=2,
         temporal_num_heads=4,
         decoder_filters=256,
+        image_decoder_residual=False,
         text_decoder_embedding_dim=256,
         text_decoder_units=512,
+        text_decoder_attention_heads=0,
         dtype=None,
         **kwargs,
     ):
@@ -137,12 +144,22 @@ class StoryBackbone(keras_hub.models.Backbone):
                 name="temporal",
             )
         self.image_decoder = ImageDecoder(
-            target_image_size, decoder_filters, dtype=dtype, name="image_decoder"
+            target_image_size,
+            decoder_filters,
+            residual=image_decoder_residual,
+            dtype=dtype,
+            name="image_decoder",
         )
+        self.context_memory = None
+        if text_decoder_attention_heads:
+            self.context_memory = ContextMemory(
+                text_decoder_units, num_context_steps, dtype=dtype, name="context_memory"
+            )
         self.text_decoder = TextDecoder(
             vocabulary_size,
             text_decoder_embedding_dim,
             text_decoder_units,
+            attention_heads=text_decoder_attention_heads,
             dtype=dtype,
             name="text_decoder",
         )
@@ -160,13 +177,20 @@ class StoryBackbone(keras_hub.models.Backbone):
             ),
             "decoder_token_ids": keras.Input((None,), dtype="int32", name="decoder_token_ids"),
         }
-        image_embeddings, text_embeddings, story_state = self.encode(inputs)
+        encoded = self.encode(inputs)
         outputs = {
-            "image_embeddings": image_embeddings,
-            "text_embeddings": text_embeddings,
-            "story_state": story_state,
-            "next_image": self.image_decoder(story_state),
-            "next_token_logits": self.text_decoder(inputs["decoder_token_ids"], story_state),
+            "image_embeddings": encoded["image_embeddings"],
+            "text_embeddings": encoded["text_embeddings"],
+            "story_state": encoded["story_state"],
+            "next_image": self.image_decoder(
+                encoded["story_state"], inputs["images"][:, -min(2, num_context_steps):]
+            ),
+            "next_token_logits": self.text_decoder(
+                inputs["decoder_token_ids"],
+                encoded["story_state"],
+                encoded.get("memory"),
+                encoded.get("memory_mask"),
+            ),
         }
         super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
 
@@ -186,8 +210,10 @@ class StoryBackbone(keras_hub.models.Backbone):
         self.temporal_num_layers = temporal_num_layers
         self.temporal_num_heads = temporal_num_heads
         self.decoder_filters = decoder_filters
+        self.image_decoder_residual = image_decoder_residual
         self.text_decoder_embedding_dim = text_decoder_embedding_dim
         self.text_decoder_units = text_decoder_units
+        self.text_decoder_attention_heads = text_decoder_attention_heads
         self.apply_freezing()
 
     def apply_freezing(self):
@@ -200,17 +226,26 @@ class StoryBackbone(keras_hub.models.Backbone):
         self.text_encoder.apply_freezing()
 
     def encode(self, inputs):
-        """Context steps -> `(image_embeddings, text_embeddings, story_state)`.
+        """Context steps -> dict of `image_embeddings`, `text_embeddings`,
+        `story_state`, and the decoder's `memory` / `memory_mask` when it attends.
 
         Builds the functional graph, and runs eagerly for generation.
         """
         features = self.step_image_encoder(self.image_preprocessing(inputs["images"]))
         image_embeddings = self.image_projection(features)
-        text_features = self.text_encoder(inputs["token_ids"], inputs["padding_mask"])
-        text_embeddings = self.text_projection(text_features)
+        cls_vectors, token_states = self.text_encoder(inputs["token_ids"], inputs["padding_mask"])
+        text_embeddings = self.text_projection(cls_vectors)
         fused = self.fusion_concat([image_embeddings, text_embeddings])
-        story_state = self.temporal(self.fusion_norm(self.fusion_dense(fused)))
-        return image_embeddings, text_embeddings, story_state
+        encoded = {
+            "image_embeddings": image_embeddings,
+            "text_embeddings": text_embeddings,
+            "story_state": self.temporal(self.fusion_norm(self.fusion_dense(fused))),
+        }
+        if self.context_memory is not None:
+            encoded["memory"], encoded["memory_mask"] = self.context_memory(
+                token_states, inputs["padding_mask"]
+            )
+        return encoded
 
     def get_config(self):
         config = super().get_config()
@@ -233,8 +268,10 @@ class StoryBackbone(keras_hub.models.Backbone):
                 "temporal_num_layers": self.temporal_num_layers,
                 "temporal_num_heads": self.temporal_num_heads,
                 "decoder_filters": self.decoder_filters,
+                "image_decoder_residual": self.image_decoder_residual,
                 "text_decoder_embedding_dim": self.text_decoder_embedding_dim,
                 "text_decoder_units": self.text_decoder_units,
+                "text_decoder_attention_heads": self.text_decoder_attention_heads,
             }
         )
         return config

@@ -192,8 +192,11 @@ class StoryModel(keras_hub.models.Task):
         tokenizer = self.preprocessor.tokenizer
         max_length = max_length or self.preprocessor.decoder_sequence_length
         sampler = keras_hub.samplers.get(sampler) if isinstance(sampler, str) else sampler
-        _, _, story_state = self.backbone.encode(_context_steps(inputs))
-        cache = self.backbone.text_decoder.initial_cache(story_state)
+        encoded = self.backbone.encode(_context_steps(inputs))
+        story_state = encoded["story_state"]
+        cache = self.backbone.text_decoder.initial_cache(
+            story_state, encoded.get("memory"), encoded.get("memory_mask")
+        )
         batch_size = ops.shape(story_state)[0]
         prompt = ops.concatenate(
             [

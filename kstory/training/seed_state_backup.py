@@ -6,6 +6,19 @@ import keras
 import numpy as np
 
 
+def _seed_global_generator(seed):
+    """Reseeds the global generator that unseeded torch dropout draws from.
+
+    TensorFlow and JAX dropout draw from the model's seed generators, which are
+    backed up instead; reseeding TensorFlow's global seed would also make every
+    traced step retrace.
+    """
+    if keras.config.backend() == "torch":
+        import torch
+
+        torch.manual_seed(seed)
+
+
 class SeedStateBackup(keras.callbacks.Callback):
     """Keeps random draws of a resumed run equal to an uninterrupted run's.
 
@@ -36,7 +49,7 @@ class SeedStateBackup(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         # At the first batch, after anything the trainer draws while starting.
         if batch == 0:
-            keras.utils.set_random_seed(self.seed * 100_003 + self._epoch)
+            _seed_global_generator(self.seed * 100_003 + self._epoch)
 
     def _seed_states(self):
         return [v for v in self.model.variables if "seed_generator_state" in v.path]

@@ -73,9 +73,10 @@ def _callbacks(config, workdir):
         SeedStateBackup(backup_dir, seed=config.seed, save_freq=save_freq),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.ModelCheckpoint(
-            os.path.join(workdir, "checkpoints", "best.keras"),
+            os.path.join(workdir, "checkpoints", "best.weights.h5"),
             monitor="val_loss",
             save_best_only=True,
+            save_weights_only=True,
         ),
         keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(workdir, "logs"), write_graph=False),
@@ -94,7 +95,7 @@ def _callbacks(config, workdir):
 def train(config, workdir, extra_callbacks=(), verbose="auto"):
     """Trains `config` in `workdir`; re-running on the same workdir resumes.
 
-    Writes `config.json`, `backup/` (BackupAndRestore), `checkpoints/best.keras`,
+    Writes `config.json`, `backup/` (BackupAndRestore), `checkpoints/best.weights.h5`,
     `history.csv`, TensorBoard `logs/`, the final `model.keras` and
     `loss_curve.png`. Each epoch's batches depend only on the seed and the
     epoch, so a resumed run sees the same batches as an uninterrupted one.

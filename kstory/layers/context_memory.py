@@ -1,0 +1,52 @@
+"""Lays the context captions' token states out as one memory for attention."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="kstory")
+class ContextMemory(keras.layers.Layer):
+    """`(batch, steps, length, hidden)` token states -> `(batch, steps * length, units)`.
+
+    Each token state is projected and tagged with a learned embedding of its
+    step, so attention can tell the last caption's tokens from the first's.
+    The padding mask is flattened alongside.
+
+    Args:
+        units: int. Size of the memory vectors.
+        num_steps: int. Context steps.
+
+    Example:
+    >>> memory, mask = ContextMemory(8, 4)(np.zeros((2, 4, 5, 16)), np.ones((2, 4, 5)))
+    >>> memory.shape, mask.shape
+    ((2, 20, 8), (2, 20))
+    """
+
+    def __init__(self, units, num_steps, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.num_steps = num_steps
+        self.projection = keras.layers.Dense(units, dtype=self.dtype_policy, name="projection")
+        self.step_embedding = keras.layers.Embedding(
+            num_steps, units, dtype=self.dtype_policy, name="step_embedding"
+        )
+
+    def build(self, sequence_shape, padding_mask_shape=None):
+        self.projection.build(sequence_shape)
+        self.step_embedding.build((self.num_steps,))
+
+    def call(self, sequence, padding_mask):
+        length = sequence.shape[2]
+        memory = self.projection(sequence)
+        steps = self.step_embedding(ops.arange(self.num_steps))
+        memory = memory + ops.cast(steps[None, :, None, :], memory.dtype)
+        memory = ops.reshape(memory, (-1, self.num_steps * length, self.units))
+        mask = ops.reshape(ops.cast(padding_mask, "bool"), (-1, self.num_steps * length))
+        return memory, mask
+
+    def compute_output_shape(self, sequence_shape, padding_mask_shape=None):
+        flat = None if sequence_shape[2] is None else self.num_steps * sequence_shape[2]
+        return (sequence_shape[0], flat, self.units), (sequence_shape[0], flat)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "num_steps": self.num_steps}
