@@ -22,7 +22,7 @@ demo: setup
 	$(BIN)/kstory train --config configs/tiny.py --workdir runs/tiny
 	$(BIN)/kstory evaluate --workdir runs/tiny --report results/tiny_metrics.md --storyboards 3
 	cp runs/tiny/loss_curve.png results/tiny_loss_curve.png
-	cp runs/tiny/storyboards/*_storyboard.png results/
+	for board in runs/tiny/storyboards/*_storyboard.png; do cp $$board results/tiny_$$(basename $$board); done
 
 # One process per backend, as keras-hub does; then the `large` tests
 # (real checkpoints) as their own step.

@@ -82,9 +82,13 @@ def _data(args):
 
 
 def _train(args):
+    from kstory.provenance import provenance
     from kstory.training.train import train
 
-    train(_load_config(args), args.workdir)
+    config = _load_config(args)
+    train(config, args.workdir)
+    with open(os.path.join(args.workdir, "train_provenance.json"), "w") as file:
+        json.dump(provenance(args.config), file, indent=2)
     print(f"Trained; model and history in {args.workdir}")
 
 
@@ -100,9 +104,14 @@ def _evaluate(args):
     paths = write_storyboards(args.workdir, args.split, args.storyboards, args.sampler)
     print("storyboards:", ", ".join(paths))
     if args.report:
+        trained_by = os.path.join(args.workdir, "train_provenance.json")
         with open(args.report, "w") as file:
             file.write("# Metrics\n\nProduced by:\n\n")
             file.write(provenance_markdown(provenance(os.path.join(args.workdir, "config.json"))))
+            if os.path.exists(trained_by):
+                with open(trained_by) as trained:
+                    file.write("\n\nThe model was trained by:\n\n")
+                    file.write(provenance_markdown(json.load(trained)))
             file.write("\n\n" + format_metrics(metrics))
 
 
