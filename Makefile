@@ -25,12 +25,16 @@ demo: setup
 	for board in runs/tiny/storyboards/*_storyboard.png; do cp $$board results/tiny_$$(basename $$board); done
 
 # One process per backend, as keras-hub does; then the `large` tests
-# (real checkpoints) as their own step.
+# (real checkpoints) as their own step. Slow backend-independent tests
+# (`single_backend`) run once, in the torch pass, the fastest on CPU.
 test: setup
-	@for backend in $(BACKENDS); do \
+	@for backend in tensorflow jax; do \
 	  echo "== KERAS_BACKEND=$$backend"; \
-	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q -p no:cacheprovider -m "not large" || exit 1; \
+	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q -p no:cacheprovider \
+	    -m "not large and not single_backend" || exit 1; \
 	done
+	@echo "== KERAS_BACKEND=torch"
+	@KERAS_BACKEND=torch $(BIN)/python -m pytest -q -p no:cacheprovider -m "not large"
 	@for backend in $(BACKENDS); do \
 	  echo "== large tests, KERAS_BACKEND=$$backend"; \
 	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q -p no:cacheprovider -m large || exit 1; \

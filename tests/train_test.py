@@ -62,6 +62,18 @@ def test_train_evaluate_predict(smoke_config, tmp_path):
     assert os.path.exists(result["image_path"]) and os.path.exists(result["storyboard_path"])
     assert isinstance(result["caption"], str)
 
+    # A new story from a folder of frames and captions.txt, with no truth.
+    from PIL import Image
+
+    folder = tmp_path / "new_story"
+    folder.mkdir()
+    for index in range(4):
+        Image.new("RGB", (40, 30), (60 * index, 80, 120)).save(folder / f"frame_{index}.png")
+    (folder / "captions.txt").write_text("\n".join(f"The red circle moves {i}." for i in range(4)))
+    result = predict(workdir, str(folder))
+    assert Image.open(result["image_path"]).size == (32, 32)
+    assert os.path.exists(result["storyboard_path"])
+
 
 def test_interrupted_run_resumes_to_the_uninterrupted_result(smoke_config, tmp_path):
     straight = train(smoke_config, str(tmp_path / "straight"), verbose=0)
@@ -94,6 +106,9 @@ def test_evaluate_needs_a_trained_workdir(tmp_path):
         evaluate(str(tmp_path))
 
 
+# Backend-independent glue over train() and evaluate(), which run on every
+# backend above; `make test` runs this one in the torch pass only, to save time.
+@pytest.mark.single_backend
 def test_contrastive_ablation_writes_a_comparison(smoke_config, tmp_path):
     from kstory.evaluation.ablation import format_ablation
     from kstory.evaluation.ablation import run_contrastive_ablation

@@ -20,6 +20,17 @@ def _decode_resize(encoded, size):
     return tf.ensure_shape(image, (*size, 3))
 
 
+def pipeline_options(data_config):
+    """The `make_dataset` arguments that a `DataConfig` fixes."""
+    return dict(
+        image_size=data_config.image_size,
+        target_image_size=data_config.target_image_size,
+        num_context_steps=data_config.num_context_steps,
+        window_mode=data_config.window_mode,
+        batch_size=data_config.batch_size,
+    )
+
+
 def make_dataset(
     stories,
     preprocessor,

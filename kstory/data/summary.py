@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image
 
 from kstory.data.pipeline import make_dataset
+from kstory.data.pipeline import pipeline_options
 from kstory.data.sources import load_splits
 from kstory.data.story_text_preprocessor import StoryTextPreprocessor
 from kstory.data.tokenizer_loading import load_tokenizer
@@ -76,15 +77,7 @@ def summarize_data(config, data_dir):
     preprocessor = StoryTextPreprocessor(
         tokenizer, config.sequence_length, config.decoder_sequence_length
     )
-    dataset = make_dataset(
-        splits["train"],
-        preprocessor,
-        image_size=config.image_size,
-        target_image_size=config.target_image_size,
-        num_context_steps=config.num_context_steps,
-        window_mode=config.window_mode,
-        batch_size=config.batch_size,
-    )
+    dataset = make_dataset(splits["train"], preprocessor, **pipeline_options(config))
     inputs, targets = next(iter(dataset))
     summary["batch"] = {
         name: f"{tuple(tensor.shape)} {tensor.dtype.name}"

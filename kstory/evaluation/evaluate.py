@@ -8,6 +8,7 @@ import numpy as np
 
 import kstory  # noqa: F401  (registers the classes model.keras needs)
 from kstory.data.pipeline import make_dataset
+from kstory.data.pipeline import pipeline_options
 from kstory.data.sources import load_splits
 from kstory.data.windows import story_windows
 from kstory.evaluation import floors
@@ -43,22 +44,12 @@ def decode_captions(preprocessor, token_ids):
     return captions
 
 
-def dataset_options(data_config):
-    return dict(
-        image_size=data_config.image_size,
-        target_image_size=data_config.target_image_size,
-        num_context_steps=data_config.num_context_steps,
-        window_mode=data_config.window_mode,
-        batch_size=data_config.batch_size,
-    )
-
-
 def run_model(model, stories, data_config, sampler="greedy"):
     """Free-running predictions for every window of `stories`, in window order."""
     collected = {name: [] for name in ("next_image", "image_embeddings", "text_embeddings",
                                        "last_image", "target_image")}
     captions = []
-    dataset = make_dataset(stories, model.preprocessor, **dataset_options(data_config))
+    dataset = make_dataset(stories, model.preprocessor, **pipeline_options(data_config))
     for inputs, targets in dataset:
         inputs = {name: value.numpy() for name, value in inputs.items()}
         outputs = model.predict_on_batch(inputs)
@@ -81,7 +72,7 @@ def _resize(images, size):
 
 
 def _mean_training_image(model, train_stories, data_config):
-    dataset = make_dataset(train_stories, model.preprocessor, **dataset_options(data_config))
+    dataset = make_dataset(train_stories, model.preprocessor, **pipeline_options(data_config))
     total, count = 0.0, 0
     for _, targets in dataset:
         total = total + targets["next_image"].numpy().sum(axis=0)

@@ -9,9 +9,11 @@ import keras
 from kstory.config import config_from_dict
 from kstory.config import config_to_dict
 from kstory.data.pipeline import make_dataset
+from kstory.data.pipeline import pipeline_options
 from kstory.data.sources import load_splits
 from kstory.data.story_text_preprocessor import StoryTextPreprocessor
 from kstory.data.tokenizer_loading import load_tokenizer
+from kstory.data.windows import story_windows
 from kstory.models.builders import build_story_model
 from kstory.training.loss_curve import plot_loss_curve
 from kstory.training.seed_state_backup import SeedStateBackup
@@ -128,21 +130,13 @@ def train(config, workdir, extra_callbacks=(), verbose="auto"):
         jit_compile={"auto": "auto", "true": True, "false": False}[config.train.jit_compile],
     )
     first_epoch = _first_epoch(os.path.join(workdir, "backup"))
-    dataset_options = dict(
-        image_size=data.image_size,
-        target_image_size=data.target_image_size,
-        num_context_steps=data.num_context_steps,
-        window_mode=data.window_mode,
-        batch_size=data.batch_size,
-    )
+    dataset_options = pipeline_options(data)
     train_dataset = make_dataset(
         splits["train"], preprocessor, shuffle=True, seed=config.seed,
         epochs=config.train.epochs, first_epoch=first_epoch, **dataset_options,
     )
     validation_dataset = make_dataset(splits["validation"], preprocessor, **dataset_options)
-    num_windows = sum(max(s.num_frames - data.num_context_steps, 0) for s in splits["train"])
-    if data.window_mode == "first":
-        num_windows = sum(s.num_frames > data.num_context_steps for s in splits["train"])
+    num_windows = len(story_windows(splits["train"], data.num_context_steps, data.window_mode))
     if first_epoch:
         logger.info("Resuming %s from epoch %d", workdir, first_epoch)
     model.fit(
