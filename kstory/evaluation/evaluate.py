@@ -209,7 +209,7 @@ def write_storyboards(workdir, split="test", count=3, sampler="greedy"):
     output_dir = os.path.join(workdir, "storyboards")
     model = load_workdir_model(workdir)
     return [
-        predict(workdir, story.story_id, sampler=sampler, output_dir=output_dir, model=model)[
+        predict(workdir, story, sampler=sampler, output_dir=output_dir, model=model)[
             "storyboard_path"
         ]
         for story in splits[split][:count]

@@ -61,8 +61,8 @@ def predict(workdir, story, start=0, sampler="greedy", output_dir=None, model=No
 
     Args:
         workdir: str. A trained run's folder.
-        story: str. A story id of the run's data, or a folder (see
-            `story_from_folder`).
+        story: str or `Story`. A story id of the run's data, a folder (see
+            `story_from_folder`), or an already loaded `Story`.
         start: int. Index of the first context frame.
         sampler: str. The keras-hub sampler for the caption.
         output_dir: str. Where the images go.
@@ -74,7 +74,8 @@ def predict(workdir, story, start=0, sampler="greedy", output_dir=None, model=No
     config = load_workdir_config(workdir)
     data = config.data
     steps = data.num_context_steps
-    story = find_story(config, workdir, story)
+    if not isinstance(story, Story):
+        story = find_story(config, workdir, story)
     if story.num_frames < start + steps:
         raise ValueError(
             f"Story {story.story_id!r} has {story.num_frames} frames; frames {start + 1}.."
