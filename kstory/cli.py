@@ -50,6 +50,20 @@ def _parser():
                          "and captions.txt.")
     predict.add_argument("--start", type=int, default=0, help="First context frame (0-based).")
     predict.add_argument("--sampler", default="greedy")
+    export = commands.add_parser(
+        "export", help="Export a trained workdir for serving (SavedModel or ONNX)."
+    )
+    export.add_argument("--workdir", required=True)
+    export.add_argument("--format", default="tf_saved_model", choices=("tf_saved_model", "onnx"))
+    export.add_argument("--output", help="Export folder; default <workdir>/export/<format>.")
+    serve_check = commands.add_parser(
+        "serve-check", help="Run an export on held-out stories; compare with the Keras model."
+    )
+    serve_check.add_argument("--export", required=True, help="A folder from kstory export.")
+    serve_check.add_argument("--workdir", help="Its run; default two levels above --export.")
+    serve_check.add_argument("--split", default="test", choices=("test", "validation", "train"))
+    serve_check.add_argument("--windows", type=int, default=8, help="Held-out windows to run.")
+    serve_check.add_argument("--atol", type=float, default=1e-5)
     return parser
 
 
@@ -140,6 +154,23 @@ def _predict(args):
     print(f"storyboard: {result['storyboard_path']}")
 
 
+def _export(args):
+    from kstory.export.workdir_export import export_workdir
+
+    path = export_workdir(args.workdir, args.format, args.output)
+    print(f"Exported {args.format} to {path}")
+
+
+def _serve_check(args):
+    from kstory.export.serve_check import format_serve_check
+    from kstory.export.serve_check import serve_check
+
+    report = serve_check(args.export, args.workdir, args.split, args.windows, args.atol)
+    print(format_serve_check(report))
+    if not report["ok"]:
+        raise SystemExit(1)
+
+
 def _select_backend(backend, argv):
     """Applies `--backend` before Keras loads, re-running the command if needed.
 
@@ -170,12 +201,15 @@ def main(argv=None):
     try:
         commands = {
             "data": _data, "train": _train, "evaluate": _evaluate, "ablate": _ablate,
-            "predict": _predict,
+            "predict": _predict, "export": _export, "serve-check": _serve_check,
         }
         commands[args.command](args)
     except ValueError as error:
         print(f"kstory {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except RuntimeError as error:
+        print(f"kstory {args.command}: failed: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

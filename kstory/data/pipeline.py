@@ -20,6 +20,28 @@ def _decode_resize(encoded, size):
     return tf.ensure_shape(image, (*size, 3))
 
 
+def load_frame(image, size):
+    """One frame as the pipeline feeds it: uint8 `(size, size, 3)`.
+
+    Args:
+        image: encoded bytes (PNG, JPEG, ...), a file path, or an RGB array
+            `(height, width, 3)` (uint8, or floats in 0-255).
+        size: int. Side of the returned frame.
+
+    Returns:
+        numpy uint8 array, resized with antialiasing exactly as in
+        `make_dataset`, so that served and evaluated inputs agree.
+    """
+    if isinstance(image, (bytes, bytearray, str)) or hasattr(image, "__fspath__"):
+        resized = _decode_resize(tf.constant(_read_image(image)), (size, size))
+    else:
+        array = np.asarray(image)
+        if array.ndim != 3 or array.shape[-1] != 3:
+            raise ValueError(f"A frame array must be (height, width, 3) RGB; got shape {array.shape}.")
+        resized = tf.image.resize(tf.cast(array, tf.float32), (size, size), antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8).numpy()
+
+
 def pipeline_options(data_config):
     """The `make_dataset` arguments that a `DataConfig` fixes."""
     return dict(

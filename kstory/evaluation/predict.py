@@ -1,12 +1,13 @@
 """Predicts the next step of one story: text, image and a storyboard."""
 
 import glob
-import io
 import os
 
+import keras
 import numpy as np
 from PIL import Image
 
+from kstory.data.pipeline import load_frame
 from kstory.data.sources import load_splits
 from kstory.data.story import Story
 from kstory.evaluation.evaluate import decode_captions
@@ -47,12 +48,6 @@ def find_story(config, workdir, story):
     raise ValueError(f"No story {story!r} in the test, validation or train split, and no such folder.")
 
 
-def _frame(image, size):
-    source = io.BytesIO(image) if isinstance(image, (bytes, bytearray)) else image
-    with Image.open(source) as decoded:
-        return np.asarray(decoded.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
-
-
 def predict(workdir, story, start=0, sampler="greedy", output_dir=None, model=None):
     """Predicts the step after frames `start..start+3` of a story.
 
@@ -82,21 +77,19 @@ def predict(workdir, story, start=0, sampler="greedy", output_dir=None, model=No
             f"{start + steps} are needed as context."
         )
     model = model or load_workdir_model(workdir)
-    context_images = [_frame(story.images[start + i], data.image_size) for i in range(steps)]
+    context_images = [load_frame(story.images[start + i], data.image_size) for i in range(steps)]
     context_captions = list(story.texts[start:start + steps])
     text = model.preprocessor([context_captions])
     inputs = {
         "images": np.stack(context_images)[None],
         "token_ids": text["token_ids"].numpy(),
         "padding_mask": text["padding_mask"].numpy(),
-        "decoder_token_ids": np.zeros((1, 1), "int32"),
     }
-    predicted_image = np.asarray(model.predict_on_batch(inputs)["next_image"])[0]
-    import keras
-
-    caption = decode_captions(
-        model.preprocessor, keras.ops.convert_to_numpy(model.generate(inputs, sampler=sampler))
-    )[0]
+    outputs = keras.tree.map_structure(
+        keras.ops.convert_to_numpy, model.predict_next(inputs, sampler=sampler)
+    )
+    predicted_image = outputs["next_image"][0]
+    caption = decode_captions(model.preprocessor, outputs["next_token_ids"])[0]
     has_truth = story.num_frames > start + steps
     output_dir = output_dir or os.path.join(workdir, "predictions")
     os.makedirs(output_dir, exist_ok=True)
@@ -105,7 +98,7 @@ def predict(workdir, story, start=0, sampler="greedy", output_dir=None, model=No
     storyboard_path = os.path.join(output_dir, f"{story.story_id}_storyboard.png")
     draw_storyboard(
         context_images, context_captions, predicted_image, caption,
-        _frame(story.images[start + steps], data.target_image_size) if has_truth else None,
+        load_frame(story.images[start + steps], data.target_image_size) if has_truth else None,
         story.texts[start + steps] if has_truth else None,
         path=storyboard_path, title=f"story {story.story_id}, frames {start + 1}-{start + steps}",
     )

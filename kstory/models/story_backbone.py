@@ -247,6 +247,22 @@ class StoryBackbone(keras_hub.models.Backbone):
             )
         return encoded
 
+    def embed_images(self, images):
+        """Single frames `(batch, H, W, 3)`, uint8 or 0-255 floats -> image
+        embeddings `(batch, embedding_dim)`, as for each context step."""
+        features = self.image_encoder(self.image_preprocessing(images))
+        return self.image_projection(features)
+
+    def embed_texts(self, token_ids, padding_mask):
+        """Single captions' `token_ids` / `padding_mask` `(batch, length)` ->
+        text embeddings `(batch, embedding_dim)`, as for each context step."""
+        cls_vectors, _ = self.text_encoder(token_ids[:, None, :], padding_mask[:, None, :])
+        return self.text_projection(cls_vectors[:, 0, :])
+
+    def predict_next_image(self, images, story_state):
+        """The next frame from the story state and the context `images`."""
+        return self.image_decoder(story_state, images[:, -min(2, self.num_context_steps):])
+
     def get_config(self):
         config = super().get_config()
         config.update(

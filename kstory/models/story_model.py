@@ -111,8 +111,21 @@ class StoryModel(keras_hub.models.Task):
     def compile_from_config(self, config):
         # Restores the optimizer of a saved model through our compile().
         self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
+
+    def _build_optimizer(self):
+        """Builds the optimizer's slots in an order that every backend shares.
+
+        `trainable_variables` lists the layers in a backend-dependent order,
+        and a `.keras` file stores optimizer slots by position; ordering them
+        by variable path lets a model trained on one backend load, optimizer
+        included, on another. Slots are looked up by variable, not by
+        position, when the optimizer applies gradients.
+        """
+        if self.built and not self.optimizer.built:
+            variables = sorted(
+                self.trainable_variables, key=lambda variable: (variable.path, variable.shape)
+            )
+            self.optimizer.build(variables)
 
     def compile(self, optimizer="auto", **kwargs):
         """Compiles with AdamW 1e-4 by default; the losses are built in.
@@ -125,6 +138,7 @@ class StoryModel(keras_hub.models.Task):
         if optimizer == "auto":
             optimizer = keras.optimizers.AdamW(learning_rate=1e-4, weight_decay=0.01)
         super().compile(optimizer=optimizer, **kwargs)
+        self._build_optimizer()
 
     def preprocess_samples(self, x, y=None, sample_weight=None):
         # The tf.data pipeline already tokenised; pass batches through.
@@ -187,12 +201,36 @@ class StoryModel(keras_hub.models.Task):
             int32 ids `(batch, max_length)`: `[CLS]`, the caption, `[SEP]`,
             then padding.
         """
+        return self._generate(self.backbone.encode(_context_steps(inputs)), sampler, max_length)
+
+    def predict_next(self, inputs, sampler="greedy", max_length=None):
+        """The next frame and the generated next caption's ids, encoding once.
+
+        This is what the exported `serve` signature computes.
+
+        Args:
+            inputs: dict with `images` (uint8 or 0-255 floats), `token_ids`
+                and `padding_mask` of the context steps.
+            sampler: str or `keras_hub.samplers.Sampler`, as for `generate`.
+            max_length: int, as for `generate`.
+
+        Returns:
+            dict with `next_image` `(batch, H, W, 3)` floats in [0, 1] and
+            `next_token_ids` `(batch, max_length)` int32.
+        """
+        steps = _context_steps(inputs)
+        encoded = self.backbone.encode(steps)
+        return {
+            "next_image": self.backbone.predict_next_image(steps["images"], encoded["story_state"]),
+            "next_token_ids": self._generate(encoded, sampler, max_length),
+        }
+
+    def _generate(self, encoded, sampler, max_length):
         if self.preprocessor is None:
             raise ValueError("generate() needs the preprocessor's [CLS]/[SEP] ids.")
         tokenizer = self.preprocessor.tokenizer
         max_length = max_length or self.preprocessor.decoder_sequence_length
         sampler = keras_hub.samplers.get(sampler) if isinstance(sampler, str) else sampler
-        encoded = self.backbone.encode(_context_steps(inputs))
         story_state = encoded["story_state"]
         cache = self.backbone.text_decoder.initial_cache(
             story_state, encoded.get("memory"), encoded.get("memory_mask")

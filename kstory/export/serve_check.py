@@ -1,0 +1,157 @@
+"""`kstory serve-check`: an export's outputs against the Keras model's."""
+
+import os
+
+import keras
+import numpy as np
+
+from kstory.data.sources import load_splits
+from kstory.data.windows import story_windows
+from kstory.evaluation.evaluate import load_workdir_model
+from kstory.export.onnx_export import MANIFEST_FILE
+from kstory.export.onnx_export import onnx_graph_functions
+from kstory.export.onnx_export import run_onnx
+from kstory.serving.story_serving_preprocessor import StoryServingPreprocessor
+from kstory.training.train import MODEL_FILE
+from kstory.training.train import load_workdir_config
+
+
+def _workdir_of(export_dir):
+    workdir = os.path.dirname(os.path.dirname(os.path.abspath(export_dir)))
+    if not os.path.exists(os.path.join(workdir, MODEL_FILE)):
+        raise ValueError(
+            f"Cannot tell which workdir {export_dir} came from (no {MODEL_FILE} two levels "
+            "up); pass --workdir."
+        )
+    return workdir
+
+
+def held_out_windows(workdir, split="test", num_windows=8):
+    """Raw frames and captions of the first windows of a held-out split."""
+    config = load_workdir_config(workdir)
+    splits, _ = load_splits(config.data, os.path.join(workdir, "data"))
+    stories = splits[split]
+    steps = config.data.num_context_steps
+    windows = story_windows(stories, steps, config.data.window_mode)[:num_windows]
+    if len(windows) == 0:
+        raise ValueError(f"The {split} split of {workdir} has no {steps + 1}-frame window.")
+    frames = [list(stories[s].images[f:f + steps]) for s, f in windows]
+    captions = [list(stories[s].texts[f:f + steps]) for s, f in windows]
+    return frames, captions
+
+
+def _difference(name, served, expected, atol):
+    served, expected = np.asarray(served), np.asarray(expected)
+    if served.shape != expected.shape:
+        return {"output": name, "max_abs_diff": None, "tolerance": atol, "ok": False,
+                "note": f"shape {served.shape} != {expected.shape}"}
+    diff = float(np.max(np.abs(served.astype("float64") - expected.astype("float64"))))
+    return {"output": name, "max_abs_diff": diff, "tolerance": atol, "ok": diff <= atol}
+
+
+def _exact(name, served, expected):
+    served, expected = np.asarray(served), np.asarray(expected)
+    equal = served.shape == expected.shape and bool(np.all(served == expected))
+    rows = int(np.sum(np.all(served == expected, axis=-1))) if served.shape == expected.shape else 0
+    return {"output": name, "max_abs_diff": None, "tolerance": "equal", "ok": equal,
+            "note": f"{rows}/{len(expected)} sequences equal"}
+
+
+def _check_saved_model(export_dir, model, inputs, atol):
+    from kstory.serving.saved_story_model import SavedStoryModel
+
+    served = SavedStoryModel(export_dir)
+    expected = keras.tree.map_structure(keras.ops.convert_to_numpy, model.predict_next(inputs))
+    outputs = served.serve(inputs)
+    float_outputs = served.serve({**inputs, "images": inputs["images"].astype("float32")})
+    backbone = model.backbone
+    first_images = inputs["images"][:, 0]
+    first_texts = {name: inputs[name][:, 0] for name in ("token_ids", "padding_mask")}
+    image_embedding = served.saved_model.embed_images({"images": first_images})["image_embedding"]
+    text_embedding = served.saved_model.embed_texts(first_texts)["text_embedding"]
+    return [
+        _difference("serve/next_image", outputs["next_image"], expected["next_image"], atol),
+        _exact("serve/next_token_ids", outputs["next_token_ids"], expected["next_token_ids"]),
+        _difference("serve_float/next_image", float_outputs["next_image"],
+                    expected["next_image"], atol),
+        _exact("serve_float/next_token_ids", float_outputs["next_token_ids"],
+               expected["next_token_ids"]),
+        _difference("embed_images", image_embedding,
+                    keras.ops.convert_to_numpy(backbone.embed_images(first_images)), atol),
+        _difference("embed_texts", text_embedding, keras.ops.convert_to_numpy(
+            backbone.embed_texts(first_texts["token_ids"], first_texts["padding_mask"])), atol),
+    ]
+
+
+def _check_onnx(export_dir, model, inputs, atol):
+    functions = onnx_graph_functions(model.backbone)
+    graph_inputs = {
+        "embed_images": {"images": inputs["images"][:, 0]},
+        "embed_texts": {name: inputs[name][:, 0] for name in ("token_ids", "padding_mask")},
+        "next_image": inputs,
+    }
+    checks = []
+    for graph, arguments in graph_inputs.items():
+        served = run_onnx(export_dir, graph, arguments)
+        expected = functions[graph](*arguments.values())
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        for (name, value), reference in zip(served.items(), expected):
+            checks.append(_difference(f"{graph}/{name}", value,
+                                      keras.ops.convert_to_numpy(reference), atol))
+    return checks
+
+
+def serve_check(export_dir, workdir=None, split="test", num_windows=8, atol=1e-5):
+    """Runs an export on held-out windows and compares it with the Keras model.
+
+    The frames and captions go through `StoryServingPreprocessor`, as a
+    server's would; the workdir's `model.keras` gets the same inputs under the
+    current Keras backend. Continuous outputs must agree within `atol`;
+    generated token ids must be equal.
+
+    Args:
+        export_dir: str. A SavedModel or ONNX folder from `kstory export`.
+        workdir: str. The run it came from; defaults to two levels up
+            (`<workdir>/export/<format>`).
+        split: str. Held-out split whose first windows are used.
+        num_windows: int. How many windows.
+        atol: float. Largest allowed absolute difference.
+
+    Returns:
+        dict with `format`, `num_windows`, `checks` (one per output: name,
+        `max_abs_diff`, `tolerance`, `ok`) and `ok`.
+    """
+    workdir = workdir or _workdir_of(export_dir)
+    preprocessor = StoryServingPreprocessor(export_dir)
+    frames, captions = held_out_windows(workdir, split, num_windows)
+    inputs = preprocessor.prepare(frames, captions)
+    model = load_workdir_model(workdir)
+    if os.path.exists(os.path.join(export_dir, MANIFEST_FILE)):
+        export_format, checks = "onnx", _check_onnx(export_dir, model, inputs, atol)
+    else:
+        export_format, checks = "tf_saved_model", _check_saved_model(export_dir, model, inputs, atol)
+    return {
+        "format": export_format,
+        "num_windows": len(frames),
+        "backend": keras.config.backend(),
+        "checks": checks,
+        "ok": all(check["ok"] for check in checks),
+    }
+
+
+def format_serve_check(report):
+    lines = [
+        f"{report['format']} export vs the Keras model ({report['backend']}), "
+        f"{report['num_windows']} held-out windows:",
+        "",
+        "| output | max abs diff | tolerance | ok |",
+        "|---|---|---|---|",
+    ]
+    for check in report["checks"]:
+        diff = check["max_abs_diff"]
+        shown = f"{diff:.2e}" if diff is not None else check.get("note", "")
+        lines.append(f"| {check['output']} | {shown} | {check['tolerance']} | "
+                     f"{'yes' if check['ok'] else 'NO'} |")
+    lines.append("")
+    lines.append("serve-check: " + ("passed" if report["ok"] else "FAILED"))
+    return "\n".join(lines)

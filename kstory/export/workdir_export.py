@@ -1,0 +1,53 @@
+"""`kstory export`: a trained workdir's model as a servable artefact."""
+
+import os
+import shutil
+
+from kstory.export.onnx_export import export_onnx_file
+from kstory.export.saved_model_export import SERVING_DIR
+from kstory.export.saved_model_export import export_saved_model_file
+from kstory.export.serving_files import SERVING_FILE
+from kstory.training.train import MODEL_FILE
+
+EXPORT_FORMATS = ("tf_saved_model", "onnx")
+
+
+def default_export_dir(workdir, export_format):
+    return os.path.join(workdir, "export", export_format)
+
+
+def _clear_previous_export(path):
+    """Removes an earlier kstory export at `path`; refuses any other folder."""
+    if not os.path.exists(path):
+        return
+    if not os.path.isdir(path) or os.listdir(path) and not any(
+        os.path.exists(os.path.join(path, folder, SERVING_FILE)) for folder in ("", SERVING_DIR)
+    ):
+        raise ValueError(f"{path} exists and is not a kstory export; choose another --output.")
+    shutil.rmtree(path)
+
+
+def export_workdir(workdir, export_format="tf_saved_model", output=None):
+    """Exports a trained workdir's `model.keras`, whatever backend trained it.
+
+    Args:
+        workdir: str. A folder written by `kstory train`.
+        export_format: str. `"tf_saved_model"` (see `export_saved_model`) or
+            `"onnx"` (see `export_onnx`).
+        output: str. The export folder; defaults to
+            `<workdir>/export/<export_format>`. An earlier export there is
+            replaced.
+
+    Returns:
+        str, the export folder.
+    """
+    if export_format not in EXPORT_FORMATS:
+        raise ValueError(f"--format must be one of {EXPORT_FORMATS}; got {export_format!r}.")
+    model_path = os.path.join(workdir, MODEL_FILE)
+    if not os.path.exists(model_path):
+        raise ValueError(f"{workdir} has no {MODEL_FILE}; train it first (kstory train).")
+    output = output or default_export_dir(workdir, export_format)
+    _clear_previous_export(output)
+    if export_format == "tf_saved_model":
+        return export_saved_model_file(model_path, output)
+    return export_onnx_file(model_path, output)

@@ -1,0 +1,109 @@
+"""Turns raw frames and captions into an export's inputs, and ids into text."""
+
+import json
+import os
+
+import keras
+import numpy as np
+
+from kstory.export.serving_files import PREPROCESSOR_FILE
+from kstory.export.serving_files import SERVING_FILE
+
+_SAVED_MODEL_SERVING_DIR = os.path.join("assets.extra", "kstory")
+
+
+def _serving_dir(export_dir):
+    for candidate in (os.path.join(export_dir, _SAVED_MODEL_SERVING_DIR), export_dir):
+        if os.path.exists(os.path.join(candidate, SERVING_FILE)):
+            return candidate
+    raise ValueError(
+        f"{export_dir} is not a kstory export: no {SERVING_FILE} in it or in "
+        f"{_SAVED_MODEL_SERVING_DIR}/. Write one with `kstory export`."
+    )
+
+
+class StoryServingPreprocessor:
+    """Prepares raw inputs for an exported story model and decodes its ids.
+
+    Reads the files that `kstory export` writes beside the model
+    (`serving.json`, the preprocessor's config and its vocabulary), so the
+    captions are tokenised and the frames resized exactly as in training.
+
+    Args:
+        export_dir: str. A SavedModel or ONNX folder written by
+            `kstory export`.
+
+    Example:
+    >>> preprocessor = StoryServingPreprocessor("runs/tiny/export/tf_saved_model")  # doctest: +SKIP
+    >>> inputs = preprocessor.prepare(frames, captions)  # doctest: +SKIP
+    >>> inputs["images"].shape  # doctest: +SKIP
+    (1, 4, 32, 32, 3)
+    """
+
+    def __init__(self, export_dir):
+        import kstory  # noqa: F401  (registers StoryTextPreprocessor)
+
+        directory = _serving_dir(export_dir)
+        with open(os.path.join(directory, SERVING_FILE)) as file:
+            self.metadata = json.load(file)
+        with open(os.path.join(directory, PREPROCESSOR_FILE)) as file:
+            self.text_preprocessor = keras.saving.deserialize_keras_object(json.load(file))
+        self.text_preprocessor.tokenizer.load_assets(directory)
+        self.num_context_steps = self.metadata["num_context_steps"]
+        self.image_size = self.metadata["image_size"]
+
+    def prepare_images(self, frames):
+        """Frames (bytes, paths or RGB arrays) -> uint8 `(len(frames), size, size, 3)`."""
+        from kstory.data.pipeline import load_frame
+
+        return np.stack([load_frame(frame, self.image_size) for frame in frames])
+
+    def prepare_texts(self, captions):
+        """Captions -> int32 `token_ids` and `padding_mask`, `(len(captions), length)`."""
+        if isinstance(captions, str):
+            raise ValueError("prepare_texts() takes a list of captions, not one string.")
+        packed = self.text_preprocessor(list(captions))
+        return {
+            "token_ids": np.asarray(packed["token_ids"], "int32"),
+            "padding_mask": np.asarray(packed["padding_mask"], "int32"),
+        }
+
+    def prepare(self, frames, captions):
+        """One story's context, or a batch of them, as `serve` inputs.
+
+        Args:
+            frames: `num_context_steps` frames of one story, or a list of such
+                lists for a batch. A frame is encoded bytes, a path or an RGB
+                array.
+            captions: the matching captions: `num_context_steps` strings, or a
+                list of such lists.
+
+        Returns:
+            dict of numpy arrays: `images` uint8 `(batch, steps, size, size,
+            3)`, `token_ids` and `padding_mask` int32 `(batch, steps, length)`.
+        """
+        if captions and isinstance(captions[0], str):
+            frames, captions = [frames], [captions]
+        if len(frames) != len(captions):
+            raise ValueError(f"Got {len(frames)} frame lists but {len(captions)} caption lists.")
+        steps = self.num_context_steps
+        for index, (story_frames, story_captions) in enumerate(zip(frames, captions)):
+            if len(story_frames) != steps or len(story_captions) != steps:
+                raise ValueError(
+                    f"Story {index} has {len(story_frames)} frames and {len(story_captions)} "
+                    f"captions; the model takes {steps} of each."
+                )
+        images = np.stack([self.prepare_images(story_frames) for story_frames in frames])
+        flat = self.prepare_texts([caption for story in captions for caption in story])
+        shape = (len(captions), steps, -1)
+        return {
+            "images": images,
+            "token_ids": flat["token_ids"].reshape(shape),
+            "padding_mask": flat["padding_mask"].reshape(shape),
+        }
+
+    def decode(self, token_ids):
+        """Generated ids -> captions: the text between `[CLS]` and `[SEP]`."""
+        from kstory.evaluation.evaluate import decode_captions
+
+        return decode_captions(self.text_preprocessor, np.asarray(token_ids))
