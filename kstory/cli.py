@@ -167,8 +167,7 @@ def _serve_check(args):
 
     report = serve_check(args.export, args.workdir, args.split, args.windows, args.atol)
     print(format_serve_check(report))
-    if not report["ok"]:
-        raise SystemExit(1)
+    return 0 if report["ok"] else 1
 
 
 def _select_backend(backend, argv):
@@ -203,14 +202,14 @@ def main(argv=None):
             "data": _data, "train": _train, "evaluate": _evaluate, "ablate": _ablate,
             "predict": _predict, "export": _export, "serve-check": _serve_check,
         }
-        commands[args.command](args)
+        code = commands[args.command](args) or 0
     except ValueError as error:
         print(f"kstory {args.command}: error: {error}", file=sys.stderr)
         return 2
     except RuntimeError as error:
         print(f"kstory {args.command}: failed: {error}", file=sys.stderr)
         return 1
-    return 0
+    return code
 
 
 if __name__ == "__main__":

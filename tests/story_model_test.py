@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -202,6 +206,85 @@ class TestGeneration(TestCase):
             ends = np.flatnonzero(row == tokenizer.sep_token_id)
             stop = ends[0] if len(ends) else len(row) - 1
             np.testing.assert_array_equal(predicted[:stop], row[1:stop + 1])
+
+    def test_predict_next_matches_the_forward_pass_and_generate(self, tiny_preprocessor, tiny_batch):
+        model = build_tiny_model(tiny_preprocessor, compile=False, text_decoder_attention_heads=2)
+        inputs = {name: tiny_batch[0][name] for name in ("images", "token_ids", "padding_mask")}
+        outputs = to_numpy(model.predict_next(inputs))
+        forward = to_numpy(model({**inputs, "decoder_token_ids": tiny_batch[0]["decoder_token_ids"]}))
+        self.assert_allclose(outputs["next_image"], forward["next_image"], atol=1e-6)
+        np.testing.assert_array_equal(outputs["next_token_ids"], to_numpy(model.generate(inputs)))
+        # Float 0-255 frames give the same result as uint8 ones.
+        float_outputs = to_numpy(
+            model.predict_next({**inputs, "images": inputs["images"].astype("float32")})
+        )
+        self.assert_allclose(float_outputs["next_image"], outputs["next_image"], atol=1e-6)
+
+    def test_single_step_embeddings_match_the_context_step_embeddings(self, tiny_preprocessor, tiny_batch):
+        model = build_tiny_model(tiny_preprocessor, compile=False)
+        inputs = tiny_batch[0]
+        forward = to_numpy(model(inputs))
+        backbone = model.backbone
+        for step in range(inputs["images"].shape[1]):
+            self.assert_allclose(
+                backbone.embed_images(inputs["images"][:, step]),
+                forward["image_embeddings"][:, step], atol=1e-5,
+            )
+            self.assert_allclose(
+                backbone.embed_texts(inputs["token_ids"][:, step], inputs["padding_mask"][:, step]),
+                forward["text_embeddings"][:, step], atol=1e-5,
+            )
+
+    def test_keras_file_loads_with_its_optimizer_on_another_backend(
+        self, tiny_preprocessor, tiny_dataset, tiny_batch, tmp_path
+    ):
+        # A .keras file stores optimizer slots by position, in an order that
+        # differs between backends; the model restores them by name.
+        model = build_tiny_model(tiny_preprocessor, text_decoder_attention_heads=2)
+        model.fit(tiny_dataset.take(2), epochs=1, verbose=0)
+        path = str(tmp_path / "model.keras")
+        model.save(path)
+        inputs = {name: tiny_batch[0][name] for name in ("images", "token_ids", "padding_mask")}
+        np.savez(tmp_path / "inputs.npz", **inputs)
+        script = tmp_path / "load_and_predict.py"
+        script.write_text(LOAD_AND_PREDICT)
+        others = {"tensorflow": "torch", "jax": "tensorflow", "torch": "jax"}
+        result = subprocess.run(
+            [sys.executable, str(script), path, str(tmp_path)],
+            env=dict(os.environ, KERAS_BACKEND=others[keras.config.backend()]),
+            capture_output=True, text=True, timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        loaded = np.load(tmp_path / "outputs.npz")
+        assert int(loaded["iterations"]) == int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        slots = sorted(model.optimizer.variables, key=lambda v: v.path)
+        np.testing.assert_allclose(
+            loaded["slot_norm"], sum(float(np.abs(to_numpy(v)).sum()) for v in slots), rtol=1e-4
+        )
+        expected = to_numpy(model.predict_next(inputs))
+        self.assert_allclose(loaded["next_image"], expected["next_image"], atol=1e-5)
+        np.testing.assert_array_equal(loaded["next_token_ids"], expected["next_token_ids"])
+
+
+LOAD_AND_PREDICT = """
+import sys
+
+import keras
+import numpy as np
+
+import kstory
+
+model = keras.saving.load_model(sys.argv[1])  # With its optimizer.
+inputs = dict(np.load(sys.argv[2] + "/inputs.npz"))
+outputs = keras.tree.map_structure(keras.ops.convert_to_numpy, model.predict_next(inputs))
+slots = sorted(model.optimizer.variables, key=lambda v: v.path)
+np.savez(
+    sys.argv[2] + "/outputs.npz",
+    iterations=keras.ops.convert_to_numpy(model.optimizer.iterations),
+    slot_norm=sum(float(np.abs(keras.ops.convert_to_numpy(v)).sum()) for v in slots),
+    **outputs,
+)
+"""
 
 
 def keras_hub_beam(num_beams):

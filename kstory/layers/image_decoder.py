@@ -48,7 +48,9 @@ class ImageDecoder(keras.layers.Layer):
         self.seed_projection = keras.layers.Dense(
             4 * 4 * filters, activation="relu", dtype=self.dtype_policy, name="seed_projection"
         )
-        self.seed_reshape = keras.layers.Reshape((4, 4, filters), dtype=self.dtype_policy)
+        self.seed_reshape = keras.layers.Reshape(
+            (4, 4, filters), dtype=self.dtype_policy, name="seed_reshape"
+        )
         self.upsamplings = [
             keras.layers.Conv2DTranspose(
                 max(filters // 2 ** (i + 1), 16),

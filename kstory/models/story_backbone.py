@@ -125,12 +125,18 @@ class StoryBackbone(keras_hub.models.Backbone):
         )
         self.fusion_concat = keras.layers.Concatenate(dtype=dtype, name="fusion_concat")
         self.fusion_dense = keras.layers.TimeDistributed(
-            keras.layers.Dense(fusion_dim, activation="gelu", dtype=dtype),
+            # Sublayers are named: an auto-generated name ("dense_19") depends
+            # on what else the process built, and names key optimizer slots.
+            keras.layers.Dense(
+                fusion_dim, activation="gelu", dtype=dtype, name="fusion_projection"
+            ),
             dtype=dtype,
             name="fusion_dense",
         )
         self.fusion_norm = keras.layers.TimeDistributed(
-            keras.layers.LayerNormalization(dtype=dtype), dtype=dtype, name="fusion_norm"
+            keras.layers.LayerNormalization(dtype=dtype, name="fusion_layer_norm"),
+            dtype=dtype,
+            name="fusion_norm",
         )
         if temporal_model == "gru":
             self.temporal = keras.layers.GRU(temporal_units, dtype=dtype, name="temporal")

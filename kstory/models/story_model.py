@@ -22,6 +22,20 @@ def _context_steps(inputs):
     }
 
 
+def _load_optimizer_slots_by_name(optimizer, saved_names):
+    """Makes `optimizer` restore its saved slots by name, not by position."""
+    names = [variable.name for variable in optimizer.variables]
+    if sorted(names) != sorted(saved_names) or len(set(names)) != len(names):
+        return  # Not the same optimizer state: keep Keras's own checks.
+    saved_index = {name: index for index, name in enumerate(saved_names)}
+
+    def load_own_variables(store):
+        for variable in optimizer.variables:
+            variable.assign(store[str(saved_index[variable.name])])
+
+    optimizer.load_own_variables = load_own_variables
+
+
 @keras.saving.register_keras_serializable(package="kstory")
 class StoryModel(keras_hub.models.Task):
     """Predicts the next frame and caption of a story, and trains end to end.
@@ -108,24 +122,24 @@ class StoryModel(keras_hub.models.Task):
         self.text_loss_tracker = keras.metrics.Mean(name="text_loss")
         self.contrastive_loss_tracker = keras.metrics.Mean(name="contrastive_loss")
 
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config and self.optimizer is not None and self.optimizer.built:
+            # A .keras file stores optimizer slots by position, and the
+            # position follows `trainable_variables`, whose order differs
+            # between backends. The names let another backend match them.
+            config["optimizer_variable_names"] = [v.name for v in self.optimizer.variables]
+        return config
+
     def compile_from_config(self, config):
         # Restores the optimizer of a saved model through our compile().
+        config = dict(config)
+        saved_names = config.pop("optimizer_variable_names", None)
         self.compile(**keras.saving.deserialize_keras_object(config))
-
-    def _build_optimizer(self):
-        """Builds the optimizer's slots in an order that every backend shares.
-
-        `trainable_variables` lists the layers in a backend-dependent order,
-        and a `.keras` file stores optimizer slots by position; ordering them
-        by variable path lets a model trained on one backend load, optimizer
-        included, on another. Slots are looked up by variable, not by
-        position, when the optimizer applies gradients.
-        """
-        if self.built and not self.optimizer.built:
-            variables = sorted(
-                self.trainable_variables, key=lambda variable: (variable.path, variable.shape)
-            )
-            self.optimizer.build(variables)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+            if saved_names:
+                _load_optimizer_slots_by_name(self.optimizer, saved_names)
 
     def compile(self, optimizer="auto", **kwargs):
         """Compiles with AdamW 1e-4 by default; the losses are built in.
@@ -138,7 +152,6 @@ class StoryModel(keras_hub.models.Task):
         if optimizer == "auto":
             optimizer = keras.optimizers.AdamW(learning_rate=1e-4, weight_decay=0.01)
         super().compile(optimizer=optimizer, **kwargs)
-        self._build_optimizer()
 
     def preprocess_samples(self, x, y=None, sample_weight=None):
         # The tf.data pipeline already tokenised; pass batches through.
