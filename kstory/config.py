@@ -90,6 +90,10 @@ def apply_overrides(config, assignments):
     >>> apply_overrides(Config(), ["data.batch_size=4"]).data.batch_size
     4
     """
+    # Values are parsed one by one but set together, per section, so that a
+    # pair that is only valid jointly (data.source with data.path) can be
+    # given in any order.
+    changes = {}
     for assignment in assignments:
         key, separator, text = assignment.partition("=")
         if not separator:
@@ -99,18 +103,23 @@ def apply_overrides(config, assignments):
         if key not in valid:
             raise ValueError(f"Unknown config key {key!r}. Valid keys: {', '.join(valid)}.")
         *parents, name = key.split(".")
-        config = _replace_path(config, parents, name, text.strip(), key)
+        section = config
+        for parent in parents:
+            section = getattr(section, parent)
+        hints = typing.get_type_hints(type(section))
+        changes.setdefault(tuple(parents), {})[name] = _parse_value(key, text.strip(), hints[name])
+    for parents, values in changes.items():
+        config = _replace_path(config, list(parents), values)
     return config
 
 
-def _replace_path(instance, parents, name, text, key):
+def _replace_path(instance, parents, values):
     if parents:
         child = getattr(instance, parents[0])
         return dataclasses.replace(
-            instance, **{parents[0]: _replace_path(child, parents[1:], name, text, key)}
+            instance, **{parents[0]: _replace_path(child, parents[1:], values)}
         )
-    hints = typing.get_type_hints(type(instance))
-    return dataclasses.replace(instance, **{name: _parse_value(key, text, hints[name])})
+    return dataclasses.replace(instance, **values)
 
 
 def config_to_dict(config):

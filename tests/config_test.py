@@ -60,3 +60,12 @@ def test_missing_config_file(tmp_path):
     (tmp_path / "empty.py").write_text("x = 1\n")
     with pytest.raises(ValueError, match="get_config"):
         load_config(str(tmp_path / "empty.py"))
+
+
+def test_values_valid_only_together_may_come_in_any_order():
+    for assignments in (["data.source=story_reasoning", "data.path=/data/sr"],
+                        ["data.path=/data/sr", "data.source=story_reasoning"]):
+        config = apply_overrides(Config(), assignments)
+        assert (config.data.source, config.data.path) == ("story_reasoning", "/data/sr")
+    with pytest.raises(ValueError, match="data.path is required"):
+        apply_overrides(Config(), ["data.source=story_reasoning", "data.batch_size=4"])
