@@ -64,6 +64,7 @@ def _parser():
     serve_check.add_argument("--split", default="test", choices=("test", "validation", "train"))
     serve_check.add_argument("--windows", type=int, default=8, help="Held-out windows to run.")
     serve_check.add_argument("--atol", type=float, default=1e-5)
+    serve_check.add_argument("--report", help="Also write the table, with provenance, here.")
     return parser
 
 
@@ -165,8 +166,17 @@ def _serve_check(args):
     from kstory.export.serve_check import format_serve_check
     from kstory.export.serve_check import serve_check
 
+    from kstory.provenance import provenance
+    from kstory.provenance import provenance_markdown
+
     report = serve_check(args.export, args.workdir, args.split, args.windows, args.atol)
     print(format_serve_check(report))
+    if args.report:
+        with open(args.report, "w") as file:
+            file.write("# Export check\n\nProduced by:\n\n")
+            config = os.path.join(report["workdir"], "config.json")
+            file.write(provenance_markdown(provenance(config)))
+            file.write("\n\n" + format_serve_check(report) + "\n")
     return 0 if report["ok"] else 1
 
 

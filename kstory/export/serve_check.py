@@ -132,6 +132,8 @@ def serve_check(export_dir, workdir=None, split="test", num_windows=8, atol=1e-5
         export_format, checks = "tf_saved_model", _check_saved_model(export_dir, model, inputs, atol)
     return {
         "format": export_format,
+        "exported_under_backend": preprocessor.metadata["exported_under_backend"],
+        "workdir": workdir,
         "num_windows": len(frames),
         "backend": keras.config.backend(),
         "checks": checks,
@@ -141,8 +143,8 @@ def serve_check(export_dir, workdir=None, split="test", num_windows=8, atol=1e-5
 
 def format_serve_check(report):
     lines = [
-        f"{report['format']} export vs the Keras model ({report['backend']}), "
-        f"{report['num_windows']} held-out windows:",
+        f"{report['format']} export (written under {report['exported_under_backend']}) vs "
+        f"the Keras model ({report['backend']}), {report['num_windows']} held-out windows:",
         "",
         "| output | max abs diff | tolerance | ok |",
         "|---|---|---|---|",
