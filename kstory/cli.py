@@ -65,6 +65,16 @@ def _parser():
     serve_check.add_argument("--windows", type=int, default=8, help="Held-out windows to run.")
     serve_check.add_argument("--atol", type=float, default=1e-5)
     serve_check.add_argument("--report", help="Also write the table, with provenance, here.")
+    bench = commands.add_parser(
+        "bench", help="Time the train step on synthetic inputs of a named shape."
+    )
+    bench.add_argument("--shape", default="tiny", help="tiny or paper (see kstory.benchmarks).")
+    bench.add_argument("--steps", type=int, default=20, help="Timed steps, after the warm-up.")
+    bench.add_argument("--warmup-steps", type=int, default=3, help="Untimed compile steps.")
+    bench.add_argument("--batch-size", type=int, help="Override the shape's batch size.")
+    bench.add_argument("--dtype-policy", help="Override the shape's precision.")
+    bench.add_argument("--jit-compile", default="auto", choices=("auto", "true", "false"))
+    bench.add_argument("--json", action="store_true", help="Print one JSON line only.")
     return parser
 
 
@@ -180,6 +190,20 @@ def _serve_check(args):
     return 0 if report["ok"] else 1
 
 
+def _bench(args):
+    from kstory.benchmarks.train_step_bench import run_train_step_bench
+
+    result = run_train_step_bench(
+        args.shape, steps=args.steps, warmup_steps=args.warmup_steps, batch_size=args.batch_size,
+        dtype_policy=args.dtype_policy,
+        jit_compile={"auto": "auto", "true": True, "false": False}[args.jit_compile],
+    )
+    if not args.json:
+        for name, value in result.items():
+            print(f"{name:>24}: {value}")
+    print(json.dumps(result))
+
+
 def _select_backend(backend, argv):
     """Applies `--backend` before Keras loads, re-running the command if needed.
 
@@ -211,6 +235,7 @@ def main(argv=None):
         commands = {
             "data": _data, "train": _train, "evaluate": _evaluate, "ablate": _ablate,
             "predict": _predict, "export": _export, "serve-check": _serve_check,
+            "bench": _bench,
         }
         code = commands[args.command](args) or 0
     except ValueError as error:

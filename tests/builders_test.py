@@ -43,10 +43,19 @@ def test_imagenet_weights_offline_say_what_to_do():
             build_image_encoder("MobileNetV3Small", "imagenet", 32)
 
 
-def test_tiny_text_backbone_is_sized_from_the_tokenizer(learned_tokenizer):
-    backbone = build_text_backbone(tiny_model_config(), learned_tokenizer, sequence_length=24)
-    assert backbone.vocabulary_size == learned_tokenizer.vocabulary_size()
-    assert backbone.hidden_dim == 16
+def test_tiny_text_backbone_sizes():
+    backbone = build_text_backbone(tiny_model_config(), 77, sequence_length=24)
+    assert backbone.vocabulary_size == 77
+    assert (backbone.hidden_dim, backbone.intermediate_dim) == (16, 32)
+    wide = build_text_backbone(tiny_model_config(tiny_text_intermediate_dim=48), 77, 24)
+    assert wide.intermediate_dim == 48
+
+
+def test_story_model_without_a_preprocessor_needs_a_vocabulary_size():
+    with pytest.raises(ValueError, match="needs a preprocessor or a vocabulary_size"):
+        build_story_model(tiny_model_config(), tiny_data_config(), None)
+    model = build_story_model(tiny_model_config(), tiny_data_config(), None, vocabulary_size=40)
+    assert model.backbone.vocabulary_size == 40 and model.pad_token_id == 0
 
 
 def test_story_model_from_configs_uses_the_named_application(tiny_preprocessor):

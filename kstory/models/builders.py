@@ -44,16 +44,17 @@ def build_image_encoder(name, weights, image_size):
         ) from error
 
 
-def build_text_backbone(model_config, tokenizer, sequence_length):
-    """The text backbone: a tiny random DistilBERT, or a pretrained one."""
-    vocabulary_size = int(tokenizer.vocabulary_size())
+def build_text_backbone(model_config, vocabulary_size, sequence_length):
+    """The text backbone: a random DistilBERT ("tiny"), or a pretrained one."""
     if model_config.text_encoder == "tiny":
         return keras_hub.models.DistilBertBackbone(
             vocabulary_size=vocabulary_size,
             num_layers=model_config.tiny_text_layers,
             num_heads=model_config.tiny_text_heads,
             hidden_dim=model_config.tiny_text_hidden_dim,
-            intermediate_dim=2 * model_config.tiny_text_hidden_dim,
+            intermediate_dim=(
+                model_config.tiny_text_intermediate_dim or 2 * model_config.tiny_text_hidden_dim
+            ),
             max_sequence_length=sequence_length,
         )
     backbone = keras_hub.models.Backbone.from_preset(model_config.text_encoder)
@@ -67,20 +68,31 @@ def build_text_backbone(model_config, tokenizer, sequence_length):
 
 
 def build_story_model(
-    model_config, data_config, preprocessor, image_encoder=None, image_preprocessing="tf"
+    model_config,
+    data_config,
+    preprocessor,
+    image_encoder=None,
+    image_preprocessing="tf",
+    vocabulary_size=None,
 ):
     """Builds (not compiles) a `StoryModel` for a data config and preprocessor.
 
     Args:
         model_config: `ModelConfig`.
         data_config: `DataConfig`. Gives image sizes and caption lengths.
-        preprocessor: `StoryTextPreprocessor`. Gives the vocabulary.
+        preprocessor: `StoryTextPreprocessor`. Gives the vocabulary. None
+            builds a model that trains but cannot generate (benchmarks); then
+            pass `vocabulary_size`, and padding is id 0.
         image_encoder: optional `keras.Model` mapping `(image_size, image_size,
             3)` images to a feature vector, used instead of
             `model_config.image_encoder` (e.g. a small CNN in tests).
         image_preprocessing: str. Input mode of a given `image_encoder`.
+        vocabulary_size: int. Only without a preprocessor.
     """
-    tokenizer = preprocessor.tokenizer
+    if preprocessor is not None:
+        vocabulary_size = int(preprocessor.tokenizer.vocabulary_size())
+    elif vocabulary_size is None:
+        raise ValueError("build_story_model needs a preprocessor or a vocabulary_size.")
     # keras.applications models take their dtype from the global policy, so it
     # is set while building and restored after.
     previous_policy = keras.config.dtype_policy()
@@ -92,7 +104,7 @@ def build_story_model(
             )
             image_preprocessing = preprocessing_mode(model_config.image_encoder)
         backbone = _build_backbone(
-            model_config, data_config, tokenizer, image_encoder, image_preprocessing
+            model_config, data_config, vocabulary_size, image_encoder, image_preprocessing
         )
     finally:
         keras.config.set_dtype_policy(previous_policy)
@@ -103,14 +115,19 @@ def build_story_model(
         image_loss_weight=model_config.image_loss_weight,
         text_loss_weight=model_config.text_loss_weight,
         contrastive_loss_weight=model_config.contrastive_loss_weight,
+        pad_token_id=None if preprocessor is not None else 0,
     )
 
 
-def _build_backbone(model_config, data_config, tokenizer, image_encoder, image_preprocessing):
+def _build_backbone(
+    model_config, data_config, vocabulary_size, image_encoder, image_preprocessing
+):
     return StoryBackbone(
         image_encoder=image_encoder,
-        text_backbone=build_text_backbone(model_config, tokenizer, data_config.sequence_length),
-        vocabulary_size=int(tokenizer.vocabulary_size()),
+        text_backbone=build_text_backbone(
+            model_config, vocabulary_size, data_config.sequence_length
+        ),
+        vocabulary_size=vocabulary_size,
         image_size=data_config.image_size,
         target_image_size=data_config.target_image_size,
         num_context_steps=data_config.num_context_steps,

@@ -30,6 +30,8 @@ class ModelConfig:
         tiny_text_layers: int. Tiny encoder: transformer layers.
         tiny_text_hidden_dim: int. Tiny encoder: hidden size.
         tiny_text_heads: int. Tiny encoder: attention heads.
+        tiny_text_intermediate_dim: int. Tiny encoder: feed-forward size;
+            None for twice the hidden size.
         num_frozen_text_layers: int. Lower text layers frozen with the
             embeddings; -1 freezes nothing.
         embedding_dim: int. Shared image/text embedding size (256 in the paper).
@@ -59,6 +61,7 @@ class ModelConfig:
     tiny_text_layers: int = 2
     tiny_text_hidden_dim: int = 64
     tiny_text_heads: int = 2
+    tiny_text_intermediate_dim: Optional[int] = None
     num_frozen_text_layers: int = 0
     embedding_dim: int = 256
     fusion_dim: int = 256
@@ -93,6 +96,11 @@ class ModelConfig:
                      "tiny_text_hidden_dim", "tiny_text_heads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be positive; got {getattr(self, name)}.")
+        if self.tiny_text_intermediate_dim is not None and self.tiny_text_intermediate_dim < 1:
+            raise ValueError(
+                "model.tiny_text_intermediate_dim must be positive; "
+                f"got {self.tiny_text_intermediate_dim}."
+            )
         for name in ("image_loss_weight", "text_loss_weight", "contrastive_loss_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"model.{name} must be >= 0; got {getattr(self, name)}.")

@@ -1,0 +1,193 @@
+"""`kstory bench`: train-step speed, compile time and memory on synthetic inputs."""
+
+import dataclasses
+import functools
+import platform
+import resource
+import time
+
+import keras
+import numpy as np
+
+from kstory.data.data_config import DataConfig
+from kstory.models.builders import build_story_model
+from kstory.models.model_config import ModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchShape:
+    """A workload: the data and model settings, and the vocabulary size.
+
+    Args:
+        data: `DataConfig`. Batch size, image sizes and caption lengths.
+        model: `ModelConfig`. Encoders (random weights), decoders, precision.
+        vocabulary_size: int. Tokenizer size.
+    """
+
+    data: DataConfig
+    model: ModelConfig
+    vocabulary_size: int
+
+
+# `paper` is configs/paper.py's architecture with random weights: ResNet50 at
+# 224 px (frozen), a DistilBERT-base-sized encoder (6 layers, 768 wide, 3072
+# feed-forward, lower 4 frozen), GRU 512, 64-px output, bf16; batch 32 and 32
+# tokens, as in the yardsticks (../shared/bench). `tiny` is the CPU model of
+# configs/tiny.py.
+BENCH_SHAPES = {
+    "paper": BenchShape(
+        data=DataConfig(image_size=224, target_image_size=64, sequence_length=32,
+                        decoder_sequence_length=32, batch_size=32),
+        model=ModelConfig(
+            image_encoder="ResNet50", image_weights="none", text_encoder="tiny",
+            tiny_text_layers=6, tiny_text_hidden_dim=768, tiny_text_heads=12,
+            tiny_text_intermediate_dim=3072, num_frozen_text_layers=4, embedding_dim=256,
+            fusion_dim=256, temporal_units=512, decoder_filters=256,
+            text_decoder_embedding_dim=256, text_decoder_units=512,
+            dtype_policy="mixed_bfloat16",
+        ),
+        vocabulary_size=30522,
+    ),
+    "tiny": BenchShape(
+        data=DataConfig(image_size=32, target_image_size=32, sequence_length=32,
+                        decoder_sequence_length=32, batch_size=16),
+        model=ModelConfig(
+            image_encoder="MobileNetV3Small", image_weights="none", freeze_image_encoder=False,
+            text_encoder="tiny", tiny_text_layers=2, tiny_text_hidden_dim=64, tiny_text_heads=2,
+            embedding_dim=128, fusion_dim=128, temporal_units=128, decoder_filters=64,
+            text_decoder_embedding_dim=64, text_decoder_units=128,
+        ),
+        vocabulary_size=1000,
+    ),
+}
+
+
+def synthetic_batches(shape, num_samples, seed=0):
+    """Random `(inputs, targets)` numpy arrays of a shape's sizes."""
+    data = shape.data
+    steps, rng = data.num_context_steps, np.random.default_rng(seed)
+    vocabulary = shape.vocabulary_size
+    inputs = {
+        "images": rng.integers(0, 256, (num_samples, steps, data.image_size, data.image_size, 3),
+                               dtype=np.uint8),
+        "token_ids": rng.integers(1, vocabulary, (num_samples, steps, data.sequence_length),
+                                  dtype=np.int32),
+        "padding_mask": np.ones((num_samples, steps, data.sequence_length), np.int32),
+        "decoder_token_ids": rng.integers(1, vocabulary,
+                                          (num_samples, data.decoder_sequence_length),
+                                          dtype=np.int32),
+    }
+    targets = {
+        "next_image": rng.random(
+            (num_samples, data.target_image_size, data.target_image_size, 3), dtype=np.float32
+        ),
+        "next_token_ids": rng.integers(1, vocabulary, (num_samples, data.decoder_sequence_length),
+                                       dtype=np.int32),
+    }
+    return inputs, targets
+
+
+def _device():
+    backend = keras.config.backend()
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return device.platform, getattr(device, "device_kind", str(device))
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return "gpu", torch.cuda.get_device_name(0)
+        return "cpu", platform.processor() or platform.machine()
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return ("gpu", gpus[0].name) if gpus else ("cpu", platform.processor() or platform.machine())
+
+
+def _peak_device_memory_mib():
+    backend = keras.config.backend()
+    try:
+        if backend == "jax":
+            import jax
+
+            stats = jax.devices()[0].memory_stats() or {}
+            peak = stats.get("peak_bytes_in_use")
+            return None if peak is None else round(peak / 2**20, 1)
+        if backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    except (RuntimeError, AttributeError):
+        return None
+    return None
+
+
+def run_train_step_bench(shape_name, steps=20, warmup_steps=3, batch_size=None,
+                         dtype_policy=None, jit_compile="auto", seed=0):
+    """Times kstory's train step on synthetic inputs of a named shape.
+
+    The first `warmup_steps` steps (which trace and compile) are timed as
+    `compile_s`; the next `steps` give `step_ms` and `samples_per_s`.
+    Inputs are numpy arrays, so no TensorFlow is needed.
+
+    Args:
+        shape_name: str. A key of `BENCH_SHAPES`.
+        steps: int. Timed steps.
+        warmup_steps: int. Untimed steps first (compilation).
+        batch_size: int. Overrides the shape's batch size.
+        dtype_policy: str. Overrides the shape's precision.
+        jit_compile: `"auto"`, True or False, as for `Model.compile`.
+        seed: int. Seed of the weights and the inputs.
+
+    Returns:
+        dict of the settings and measurements, JSON-ready.
+    """
+    if shape_name not in BENCH_SHAPES:
+        raise ValueError(f"--shape must be one of {sorted(BENCH_SHAPES)}; got {shape_name!r}.")
+    shape = BENCH_SHAPES[shape_name]
+    if batch_size:
+        shape = dataclasses.replace(shape, data=dataclasses.replace(shape.data, batch_size=batch_size))
+    if dtype_policy:
+        shape = dataclasses.replace(
+            shape, model=dataclasses.replace(shape.model, dtype_policy=dtype_policy)
+        )
+    keras.utils.set_random_seed(seed)
+    build_start = time.perf_counter()
+    model = build_story_model(shape.model, shape.data, None, vocabulary_size=shape.vocabulary_size)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4), jit_compile=jit_compile)
+    build_s = time.perf_counter() - build_start
+    batch = shape.data.batch_size
+    inputs, targets = synthetic_batches(shape, batch * (warmup_steps + steps), seed)
+    # `keras.Model.fit`, not keras-hub's `Task.fit`: the arrays need no
+    # preprocessing, and the Task would route them through tf.data or grain.
+    fit = functools.partial(keras.Model.fit, model, inputs, targets, batch_size=batch, epochs=1,
+                            shuffle=False, verbose=0)
+    start = time.perf_counter()
+    fit(steps_per_epoch=warmup_steps)
+    warm = time.perf_counter()
+    fit(steps_per_epoch=steps)
+    end = time.perf_counter()
+    platform_name, device = _device()
+    return {
+        "impl": "kstory",
+        "backend": keras.config.backend(),
+        "platform": platform_name,
+        "device": device,
+        "shape": shape_name,
+        "batch": batch,
+        "image_size": shape.data.image_size,
+        "dtype_policy": shape.model.dtype_policy,
+        "jit_compile": str(jit_compile),
+        "steps": steps,
+        "build_s": round(build_s, 2),
+        "compile_s": round(warm - start, 2),
+        "step_ms": round(1000 * (end - warm) / steps, 2),
+        "samples_per_s": round(batch * steps / (end - warm), 1),
+        "peak_host_memory_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_device_memory_mib": _peak_device_memory_mib(),
+        "params": model.count_params(),
+        "trainable_params": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
+    }

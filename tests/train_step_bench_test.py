@@ -1,0 +1,78 @@
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import pytest
+
+from kstory.benchmarks.train_step_bench import BENCH_SHAPES
+from kstory.benchmarks.train_step_bench import run_train_step_bench
+from kstory.benchmarks.train_step_bench import synthetic_batches
+
+# Runs `kstory bench` with TensorFlow made unimportable, as on the GPU
+# machines, which carry JAX and PyTorch only.
+WITHOUT_TENSORFLOW = """
+import importlib.machinery
+import sys
+
+
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "tensorflow_text"):
+            return importlib.machinery.ModuleSpec(name, self)
+        return None
+
+    def create_module(self, spec):
+        raise ModuleNotFoundError(f"No module named {spec.name!r}")
+
+    def exec_module(self, module):
+        pass
+
+
+sys.meta_path.insert(0, Blocked())
+from kstory.cli import main
+
+code = main(sys.argv[1:])
+assert "tensorflow" not in sys.modules, "TensorFlow was imported"
+sys.exit(code)
+"""
+
+
+def test_bench_measures_the_tiny_shape_on_this_backend():
+    result = run_train_step_bench("tiny", steps=2, warmup_steps=1, batch_size=4)
+    assert result["backend"] == keras.config.backend()
+    assert result["batch"] == 4 and result["steps"] == 2
+    assert result["step_ms"] > 0 and result["compile_s"] > 0
+    assert result["samples_per_s"] == pytest.approx(4000 / result["step_ms"], rel=0.02)
+    assert result["peak_host_memory_mib"] > 100
+    assert 0 < result["trainable_params"] < result["params"]  # Text embeddings are frozen.
+    json.dumps(result)  # JSON-ready
+
+
+def test_synthetic_batches_have_the_shape_sizes():
+    shape = BENCH_SHAPES["paper"]
+    inputs, targets = synthetic_batches(shape, 3)
+    assert inputs["images"].shape == (3, 4, 224, 224, 3) and inputs["images"].dtype == "uint8"
+    assert inputs["token_ids"].max() < shape.vocabulary_size
+    assert targets["next_image"].shape == (3, 64, 64, 3)
+
+
+def test_unknown_shape_is_a_clear_error():
+    with pytest.raises(ValueError, match="--shape must be one of"):
+        run_train_step_bench("huge")
+
+
+def test_bench_runs_without_tensorflow(tmp_path):
+    # The TensorFlow backend needs TensorFlow; its pass checks JAX.
+    backend = "jax" if keras.config.backend() == "tensorflow" else keras.config.backend()
+    script = tmp_path / "without_tensorflow.py"
+    script.write_text(WITHOUT_TENSORFLOW)
+    result = subprocess.run(
+        [sys.executable, str(script), "bench", "--shape", "tiny", "--steps", "1",
+         "--warmup-steps", "1", "--batch-size", "2", "--json"],
+        env=dict(os.environ, KERAS_BACKEND=backend), capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    assert measured["backend"] == backend and measured["step_ms"] > 0
