@@ -30,12 +30,12 @@ demo: setup
 test: setup
 	@for backend in tensorflow jax; do \
 	  echo "== KERAS_BACKEND=$$backend"; \
-	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q -p no:cacheprovider \
+	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q -p no:cacheprovider --durations=8 \
 	    -m "not large and not single_backend" || exit 1; \
 	done
 	@echo "== KERAS_BACKEND=torch"
-	@KERAS_BACKEND=torch $(BIN)/python -m pytest -q -p no:cacheprovider -m "not large"
+	@KERAS_BACKEND=torch $(BIN)/python -m pytest -q -p no:cacheprovider --durations=8 -m "not large"
 	@for backend in $(BACKENDS); do \
 	  echo "== large tests, KERAS_BACKEND=$$backend"; \
-	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q -p no:cacheprovider -m large || exit 1; \
+	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q -p no:cacheprovider --durations=8 -m large || exit 1; \
 	done
