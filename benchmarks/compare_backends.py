@@ -12,8 +12,6 @@ import os
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 BACKENDS = ("tensorflow", "jax", "torch")
 
 

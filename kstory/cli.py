@@ -175,7 +175,6 @@ def _export(args):
 def _serve_check(args):
     from kstory.export.serve_check import format_serve_check
     from kstory.export.serve_check import serve_check
-
     from kstory.provenance import provenance
     from kstory.provenance import provenance_markdown
 

@@ -20,9 +20,11 @@ def _clear_previous_export(path):
     """Removes an earlier kstory export at `path`; refuses any other folder."""
     if not os.path.exists(path):
         return
-    if not os.path.isdir(path) or os.listdir(path) and not any(
-        os.path.exists(os.path.join(path, folder, SERVING_FILE)) for folder in ("", SERVING_DIR)
-    ):
+    is_empty_folder = os.path.isdir(path) and not os.listdir(path)
+    is_export = any(
+        os.path.isfile(os.path.join(path, folder, SERVING_FILE)) for folder in ("", SERVING_DIR)
+    )
+    if not (is_empty_folder or is_export):
         raise ValueError(f"{path} exists and is not a kstory export; choose another --output.")
     shutil.rmtree(path)
 

@@ -188,9 +188,7 @@ class StoryBackbone(keras_hub.models.Backbone):
             "image_embeddings": encoded["image_embeddings"],
             "text_embeddings": encoded["text_embeddings"],
             "story_state": encoded["story_state"],
-            "next_image": self.image_decoder(
-                encoded["story_state"], inputs["images"][:, -min(2, num_context_steps):]
-            ),
+            "next_image": self.predict_next_image(inputs["images"], encoded["story_state"]),
             "next_token_logits": self.text_decoder(
                 inputs["decoder_token_ids"],
                 encoded["story_state"],
@@ -267,7 +265,7 @@ class StoryBackbone(keras_hub.models.Backbone):
 
     def predict_next_image(self, images, story_state):
         """The next frame from the story state and the context `images`."""
-        return self.image_decoder(story_state, images[:, -min(2, self.num_context_steps):])
+        return self.image_decoder(story_state, images[:, -min(2, images.shape[1]):])
 
     def get_config(self):
         config = super().get_config()
