@@ -90,6 +90,38 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(smoke_config, tmp_p
         assert len(file.read().strip().splitlines()) == 1 + 2  # one row per epoch, no restart
 
 
+# The cache path's equivalence to image-fed training runs on every backend in
+# feature_cache_test; this is the train() glue around it, run once.
+@pytest.mark.single_backend
+def test_frozen_encoder_trains_from_the_feature_cache_and_resumes(
+    smoke_config, tmp_path, monkeypatch
+):
+    from kstory.data import feature_cache
+
+    builds = []
+    write_arrays = feature_cache._write_arrays
+    monkeypatch.setattr(
+        feature_cache, "_write_arrays", lambda *args: builds.append(1) or write_arrays(*args)
+    )
+    config = apply_overrides(smoke_config, ["model.freeze_image_encoder=true"])
+    workdir = str(tmp_path / "run")
+    with pytest.raises(Interrupt):
+        train(config, workdir, extra_callbacks=[InterruptAfterEpoch(0)], verbose=0)
+    model = train(config, workdir, verbose=0)
+    assert builds == [1]  # The resumed run reused the cache.
+    (cache_dir,) = os.listdir(os.path.join(workdir, "cache", "image_features"))
+    info = json.load(open(os.path.join(workdir, "cache", "image_features", cache_dir, "cache.json")))
+    assert info["num_frames"] <= info["num_story_frames"]
+    assert int(model.optimizer.iterations.numpy()) > 0
+    with open(os.path.join(workdir, "history.csv")) as file:
+        assert len(file.read().strip().splitlines()) == 1 + 2
+
+    # The saved model reads images, with the optimizer state it trained with.
+    restored = keras.saving.load_model(os.path.join(workdir, "model.keras"))
+    assert int(restored.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy())
+    assert evaluate(workdir, "test")["retrieval"]["frames"] > 0
+
+
 def test_workdir_of_another_architecture_is_refused(smoke_config, tmp_path):
     from kstory.training.train import check_workdir_config
 
@@ -97,8 +129,13 @@ def test_workdir_of_another_architecture_is_refused(smoke_config, tmp_path):
     other = apply_overrides(smoke_config, ["model.temporal_model=transformer"])
     with pytest.raises(ValueError, match="model.temporal_model"):
         check_workdir_config(other, str(tmp_path))
-    # Training settings may change on resume (e.g. more epochs).
+    # Training settings may change on resume (e.g. more epochs), but not what
+    # the checkpoints hold.
     check_workdir_config(apply_overrides(smoke_config, ["train.epochs=5"]), str(tmp_path))
+    with pytest.raises(ValueError, match="train.image_feature_cache"):
+        check_workdir_config(
+            apply_overrides(smoke_config, ["train.image_feature_cache=false"]), str(tmp_path)
+        )
 
 
 def test_evaluate_needs_a_trained_workdir(tmp_path):

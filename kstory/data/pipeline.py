@@ -6,18 +6,27 @@ import tensorflow as tf
 from kstory.data.windows import story_windows
 
 
-def _read_image(image):
+def read_image(image):
+    """A frame's encoded bytes, from bytes or a file path."""
     if isinstance(image, (bytes, bytearray)):
         return bytes(image)
     with open(image, "rb") as file:
         return file.read()
 
 
-def _decode_resize(encoded, size):
-    """Decodes any PNG/JPEG/GIF/BMP to RGB and resizes to `size`, float 0..255."""
+def _to_uint8(image):
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def decode_frame(encoded, size):
+    """Decodes any PNG/JPEG/GIF/BMP to RGB, resized to `(size, size)`, uint8.
+
+    The one resize (antialiased) of every frame kstory reads: context frames,
+    targets, served frames and the feature cache's.
+    """
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False, dtype=tf.uint8)
-    image = tf.image.resize(tf.cast(image, tf.float32), size, antialias=True)
-    return tf.ensure_shape(image, (*size, 3))
+    image = tf.image.resize(tf.cast(image, tf.float32), (size, size), antialias=True)
+    return tf.ensure_shape(_to_uint8(image), (size, size, 3))
 
 
 def load_frame(image, size):
@@ -33,13 +42,12 @@ def load_frame(image, size):
         `make_dataset`, so that served and evaluated inputs agree.
     """
     if isinstance(image, (bytes, bytearray, str)) or hasattr(image, "__fspath__"):
-        resized = _decode_resize(tf.constant(_read_image(image)), (size, size))
-    else:
-        array = np.asarray(image)
-        if array.ndim != 3 or array.shape[-1] != 3:
-            raise ValueError(f"A frame array must be (height, width, 3) RGB; got shape {array.shape}.")
-        resized = tf.image.resize(tf.cast(array, tf.float32), (size, size), antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8).numpy()
+        return decode_frame(tf.constant(read_image(image)), size).numpy()
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[-1] != 3:
+        raise ValueError(f"A frame array must be (height, width, 3) RGB; got shape {array.shape}.")
+    resized = tf.image.resize(tf.cast(array, tf.float32), (size, size), antialias=True)
+    return _to_uint8(resized).numpy()
 
 
 def pipeline_options(data_config):
@@ -68,6 +76,7 @@ def make_dataset(
     drop_remainder=False,
     epochs=None,
     first_epoch=0,
+    feature_cache=None,
 ):
     """Builds the `(inputs, targets)` dataset that `model.fit` consumes.
 
@@ -79,6 +88,9 @@ def make_dataset(
         - `images`: uint8 `(batch, num_context_steps, image_size, image_size, 3)`.
         - `token_ids`, `padding_mask`: `(batch, num_context_steps, L)`.
         - `decoder_token_ids`: `(batch, L')`, the next caption from `[CLS]`.
+        - With `feature_cache`, `image_features` float32 `(batch,
+          num_context_steps, features)` and `last_frames` uint8 `(batch, 2,
+          target_image_size, target_image_size, 3)` replace `images`.
     Targets:
         - `next_image`: float32 `(batch, target_image_size, target_image_size,
           3)` in [0, 1].
@@ -105,6 +117,9 @@ def make_dataset(
             batches, so that epoch k has the same batches whether or not the
             run was interrupted before it. Pass `steps_per_epoch` to `fit`.
         first_epoch: int. The epoch the stream starts at (a resumed run's).
+        feature_cache: `FeatureCache` holding every frame of `stories`. Then
+            windows read the frozen image encoder's features and small frames
+            from it instead of decoding images (for `CachedFeatureTrainer`).
 
     Example:
     >>> dataset = make_dataset(stories, preprocessor, batch_size=2)
@@ -122,33 +137,27 @@ def make_dataset(
     frame_indices = (
         offsets[windows[:, 0]][:, None] + windows[:, 1][:, None] + np.arange(num_context_steps + 1)
     )
-    frame_images = [image for story in stories for image in story.images]
     frame_texts = tf.constant([text for story in stories for text in story.texts])
-
-    def fetch_images(indices):
-        return np.array([_read_image(frame_images[i]) for i in indices], dtype=object)
+    if feature_cache is None:
+        load_frames = _frame_loader(stories, num_context_steps, image_size, target_image_size)
+        image_keys = ("images",)
+    else:
+        feature_cache.check_sizes(image_size, target_image_size)
+        load_frames = feature_cache.window_loader(stories, num_context_steps)
+        image_keys = ("image_features", "last_frames")
 
     def load_window(indices):
-        encoded = tf.numpy_function(fetch_images, [indices], tf.string, stateful=False)
-        encoded.set_shape((num_context_steps + 1,))
-        context = tf.map_fn(
-            lambda data: _decode_resize(data, (image_size, image_size)),
-            encoded[:num_context_steps],
-            fn_output_signature=tf.TensorSpec((image_size, image_size, 3), tf.float32),
-        )
-        target = _decode_resize(encoded[num_context_steps], (target_image_size,) * 2)
         texts = tf.gather(frame_texts, indices)
         return {
-            "images": tf.cast(tf.clip_by_value(tf.round(context), 0, 255), tf.uint8),
+            **load_frames(indices),
             "context_texts": texts[:num_context_steps],
-            "next_image": target / 255.0,
             "next_text": texts[num_context_steps],
         }
 
     def tokenize(batch):
         text = preprocessor(batch["context_texts"], batch["next_text"])
         inputs = {
-            "images": batch["images"],
+            **{key: batch[key] for key in image_keys},
             "token_ids": text["token_ids"],
             "padding_mask": text["padding_mask"],
             "decoder_token_ids": text["decoder_token_ids"],
@@ -186,3 +195,24 @@ def make_dataset(
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     dataset = dataset.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _frame_loader(stories, num_context_steps, image_size, target_image_size):
+    """Window frame indices -> decoded `images` and the `next_image` target."""
+    frame_images = [image for story in stories for image in story.images]
+
+    def fetch_images(indices):
+        return np.array([read_image(frame_images[i]) for i in indices], dtype=object)
+
+    def load_frames(indices):
+        encoded = tf.numpy_function(fetch_images, [indices], tf.string, stateful=False)
+        encoded.set_shape((num_context_steps + 1,))
+        context = tf.map_fn(
+            lambda data: decode_frame(data, image_size),
+            encoded[:num_context_steps],
+            fn_output_signature=tf.TensorSpec((image_size, image_size, 3), tf.uint8),
+        )
+        target = decode_frame(encoded[num_context_steps], target_image_size)
+        return {"images": context, "next_image": tf.cast(target, tf.float32) / 255.0}
+
+    return load_frames

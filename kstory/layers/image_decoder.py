@@ -104,16 +104,28 @@ class ImageDecoder(keras.layers.Layer):
         if last_frames is None:
             raise ValueError("A residual ImageDecoder needs the last context frame(s).")
         # (batch, frames, H, W, 3) uint8 -> (batch, size, size, 3 * frames) in [0, 1].
-        num_frames, height = last_frames.shape[1], last_frames.shape[2]
-        frames = ops.cast(last_frames, "float32") / 255.0
-        frames = ops.concatenate([frames[:, i] for i in range(num_frames)], axis=-1)
-        if height != self.image_size:
-            frames = ops.image.resize(frames, (self.image_size, self.image_size))
+        num_frames = last_frames.shape[1]
+        frames = ops.concatenate([last_frames[:, i] for i in range(num_frames)], axis=-1)
+        frames = self.resize_frames(frames) / 255.0
         x = ops.concatenate([x, ops.cast(frames, x.dtype)], axis=-1)
         for layer in self.refinements:
             x = layer(x)
         last = ops.clip(frames[..., -3:], _EPSILON, 1 - _EPSILON)
         return ops.sigmoid(ops.log(last) - ops.log(1 - last) + self.to_rgb(x))
+
+    def resize_frames(self, frames):
+        """Frames `(batch, H, W, channels)`, 0-255, as the residual path reads them.
+
+        Returns float32 frames at the output size, rounded to 8-bit values:
+        what a cache of 8-bit frames at that size holds (see
+        `kstory.data.feature_cache`), so that training from the cache matches
+        training from full-size frames. Frames already at the output size pass
+        through unchanged.
+        """
+        frames = ops.cast(frames, "float32")
+        if frames.shape[1] == self.image_size and frames.shape[2] == self.image_size:
+            return frames
+        return ops.round(ops.image.resize(frames, (self.image_size, self.image_size)))
 
     def compute_output_shape(self, story_state_shape, last_frames_shape=None):
         return (story_state_shape[0], self.image_size, self.image_size, 3)

@@ -183,20 +183,7 @@ class StoryBackbone(keras_hub.models.Backbone):
             ),
             "decoder_token_ids": keras.Input((None,), dtype="int32", name="decoder_token_ids"),
         }
-        encoded = self.encode(inputs)
-        outputs = {
-            "image_embeddings": encoded["image_embeddings"],
-            "text_embeddings": encoded["text_embeddings"],
-            "story_state": encoded["story_state"],
-            "next_image": self.predict_next_image(inputs["images"], encoded["story_state"]),
-            "next_token_logits": self.text_decoder(
-                inputs["decoder_token_ids"],
-                encoded["story_state"],
-                encoded.get("memory"),
-                encoded.get("memory_mask"),
-            ),
-        }
-        super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
+        super().__init__(inputs=inputs, outputs=self.compute_outputs(inputs), dtype=dtype, **kwargs)
 
         # === Config ===
         self.vocabulary_size = vocabulary_size
@@ -229,33 +216,72 @@ class StoryBackbone(keras_hub.models.Backbone):
         self.image_encoder.trainable = not self.freeze_image_encoder
         self.text_encoder.apply_freezing()
 
-    def encode(self, inputs):
+    def compute_outputs(self, inputs, training=None):
+        """The backbone's outputs, from frames or from cached image features.
+
+        Builds the functional graph. `kstory.training.CachedFeatureTrainer`
+        calls it with `image_features` `(batch, steps, features)`, the frozen
+        image encoder's output, and `last_frames` `(batch, 2, size, size, 3)`,
+        the last context frames at the output size (see
+        `ImageDecoder.resize_frames`), in place of `images`. `training` is
+        passed to the layers with dropout: a caller's `call` run statelessly
+        (JAX) sets no call context for them to inherit.
+        """
+        encoded = self.encode(inputs, training=training)
+        last_frames = inputs["last_frames"] if "image_features" in inputs else inputs["images"]
+        return {
+            "image_embeddings": encoded["image_embeddings"],
+            "text_embeddings": encoded["text_embeddings"],
+            "story_state": encoded["story_state"],
+            "next_image": self.predict_next_image(last_frames, encoded["story_state"]),
+            "next_token_logits": self.text_decoder(
+                inputs["decoder_token_ids"],
+                encoded["story_state"],
+                encoded.get("memory"),
+                encoded.get("memory_mask"),
+                training=training,
+            ),
+        }
+
+    def encode(self, inputs, training=None):
         """Context steps -> dict of `image_embeddings`, `text_embeddings`,
         `story_state`, and the decoder's `memory` / `memory_mask` when it attends.
 
-        Builds the functional graph, and runs eagerly for generation.
+        Takes `images`, or cached `image_features` (see `compute_outputs`). Runs
+        eagerly for generation.
         """
-        features = self.step_image_encoder(self.image_preprocessing(inputs["images"]))
+        if "image_features" in inputs:
+            features = inputs["image_features"]
+        else:
+            features = self.step_image_encoder(self.image_preprocessing(inputs["images"]))
         image_embeddings = self.image_projection(features)
-        cls_vectors, token_states = self.text_encoder(inputs["token_ids"], inputs["padding_mask"])
+        cls_vectors, token_states = self.text_encoder(
+            inputs["token_ids"], inputs["padding_mask"], training=training
+        )
         text_embeddings = self.text_projection(cls_vectors)
         fused = self.fusion_concat([image_embeddings, text_embeddings])
         encoded = {
             "image_embeddings": image_embeddings,
             "text_embeddings": text_embeddings,
-            "story_state": self.temporal(self.fusion_norm(self.fusion_dense(fused))),
+            "story_state": self.temporal(
+                self.fusion_norm(self.fusion_dense(fused)), training=training
+            ),
         }
         if self.context_memory is not None:
             encoded["memory"], encoded["memory_mask"] = self.context_memory(
-                token_states, inputs["padding_mask"]
+                token_states, inputs["padding_mask"], training=training
             )
         return encoded
 
     def embed_images(self, images):
         """Single frames `(batch, H, W, 3)`, uint8 or 0-255 floats -> image
         embeddings `(batch, embedding_dim)`, as for each context step."""
-        features = self.image_encoder(self.image_preprocessing(images))
-        return self.image_projection(features)
+        return self.image_projection(self.image_features(images))
+
+    def image_features(self, images):
+        """Single frames `(batch, H, W, 3)` -> the image encoder's features,
+        what the frozen-feature cache stores."""
+        return self.image_encoder(self.image_preprocessing(images))
 
     def embed_texts(self, token_ids, padding_mask):
         """Single captions' `token_ids` / `padding_mask` `(batch, length)` ->
@@ -264,7 +290,8 @@ class StoryBackbone(keras_hub.models.Backbone):
         return self.text_projection(cls_vectors[:, 0, :])
 
     def predict_next_image(self, images, story_state):
-        """The next frame from the story state and the context `images`."""
+        """The next frame from the story state and the context `images` (or
+        their last frames at the output size)."""
         return self.image_decoder(story_state, images[:, -min(2, images.shape[1]):])
 
     def get_config(self):

@@ -8,6 +8,7 @@ import keras
 
 from kstory.config import config_from_dict
 from kstory.config import config_to_dict
+from kstory.data.feature_cache import build_feature_cache
 from kstory.data.pipeline import make_dataset
 from kstory.data.pipeline import pipeline_options
 from kstory.data.sources import load_splits
@@ -15,6 +16,7 @@ from kstory.data.story_text_preprocessor import StoryTextPreprocessor
 from kstory.data.tokenizer_loading import load_tokenizer
 from kstory.data.windows import story_windows
 from kstory.models.builders import build_story_model
+from kstory.training.cached_feature_trainer import CachedFeatureTrainer
 from kstory.training.loss_curve import plot_loss_curve
 from kstory.training.seed_state_backup import SeedStateBackup
 
@@ -35,10 +37,12 @@ def check_workdir_config(config, workdir):
     if os.path.exists(path):
         with open(path) as file:
             previous = json.load(file)
+        # The run's data and architecture, and what its checkpoints hold.
+        keys = [(section, key) for section in ("data", "model") for key in values[section]]
+        keys.append(("train", "image_feature_cache"))
         changed = sorted(
             f"{section}.{key}"
-            for section in ("data", "model")
-            for key in values[section]
+            for section, key in keys
             if previous.get(section, {}).get(key) != values[section][key]
         )
         if changed:
@@ -94,9 +98,21 @@ def _callbacks(config, workdir):
     return callbacks
 
 
+def _uses_feature_cache(config):
+    setting, frozen = config.train.image_feature_cache, config.model.freeze_image_encoder
+    if setting == "true" and not frozen:
+        raise ValueError(
+            "train.image_feature_cache=true needs a frozen image encoder "
+            "(model.freeze_image_encoder=True)."
+        )
+    return setting == "true" or (setting == "auto" and frozen)
+
+
 def train(config, workdir, extra_callbacks=(), verbose="auto"):
     """Trains `config` in `workdir`; re-running on the same workdir resumes.
 
+    With a frozen image encoder, first builds (or reuses) the feature cache
+    in `cache/` and trains from it (see `train.image_feature_cache`).
     Writes `config.json`, `backup/` (BackupAndRestore), `checkpoints/best.weights.h5`,
     `history.csv`, TensorBoard `logs/`, the final `model.keras` and
     `loss_curve.png`. Each epoch's batches depend only on the seed and the
@@ -123,14 +139,25 @@ def train(config, workdir, extra_callbacks=(), verbose="auto"):
         tokenizer, data.sequence_length, data.decoder_sequence_length
     )
     model = build_story_model(config.model, data, preprocessor)
-    model.compile(
+    # `fit_model` is the model itself, or the trainer that fits its weights
+    # from the frozen image encoder's cached features.
+    fit_model, feature_cache = model, None
+    if _uses_feature_cache(config):
+        feature_cache = build_feature_cache(
+            splits["train"] + splits["validation"],
+            model.backbone,
+            os.path.join(workdir, "cache", "image_features"),
+        )
+        fit_model = CachedFeatureTrainer(model)
+    jit_compile = {"auto": "auto", "true": True, "false": False}[config.train.jit_compile]
+    fit_model.compile(
         optimizer=keras.optimizers.AdamW(
             learning_rate=config.train.learning_rate, weight_decay=config.train.weight_decay
         ),
-        jit_compile={"auto": "auto", "true": True, "false": False}[config.train.jit_compile],
+        jit_compile=jit_compile,
     )
     first_epoch = _first_epoch(os.path.join(workdir, "backup"))
-    dataset_options = pipeline_options(data)
+    dataset_options = dict(pipeline_options(data), feature_cache=feature_cache)
     train_dataset = make_dataset(
         splits["train"], preprocessor, shuffle=True, seed=config.seed,
         epochs=config.train.epochs, first_epoch=first_epoch, **dataset_options,
@@ -139,7 +166,7 @@ def train(config, workdir, extra_callbacks=(), verbose="auto"):
     num_windows = len(story_windows(splits["train"], data.num_context_steps, data.window_mode))
     if first_epoch:
         logger.info("Resuming %s from epoch %d", workdir, first_epoch)
-    model.fit(
+    fit_model.fit(
         train_dataset,
         validation_data=validation_dataset,
         epochs=config.train.epochs,
@@ -147,6 +174,9 @@ def train(config, workdir, extra_callbacks=(), verbose="auto"):
         callbacks=_callbacks(config, workdir) + list(extra_callbacks),
         verbose=verbose,
     )
+    if fit_model is not model:
+        # Saved with the optimizer state, as a model trained from images is.
+        model.compile(optimizer=fit_model.optimizer, jit_compile=jit_compile)
     model.save(os.path.join(workdir, MODEL_FILE))
     plot_loss_curve(os.path.join(workdir, "history.csv"), os.path.join(workdir, "loss_curve.png"))
     return model

@@ -16,6 +16,10 @@ class TrainConfig:
         backup_every_batches: int. Also back up mid-epoch every this many
             batches for resume; 0 backs up at epoch ends only.
         jit_compile: str. `"auto"`, `"true"` or `"false"`.
+        image_feature_cache: str. Train from cached features of the frozen
+            image encoder (`kstory.data.feature_cache`): `"auto"` does when
+            `model.freeze_image_encoder` is set, `"true"` requires it,
+            `"false"` always decodes and encodes the frames.
     """
 
     epochs: int = 20
@@ -24,6 +28,7 @@ class TrainConfig:
     early_stopping_patience: int = 5
     backup_every_batches: int = 0
     jit_compile: str = "auto"
+    image_feature_cache: str = "auto"
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -33,6 +38,11 @@ class TrainConfig:
         if self.jit_compile not in ("auto", "true", "false"):
             raise ValueError(
                 f"train.jit_compile must be 'auto', 'true' or 'false'; got {self.jit_compile!r}."
+            )
+        if self.image_feature_cache not in ("auto", "true", "false"):
+            raise ValueError(
+                "train.image_feature_cache must be 'auto', 'true' or 'false'; "
+                f"got {self.image_feature_cache!r}."
             )
         for name in ("weight_decay", "early_stopping_patience", "backup_every_batches"):
             if getattr(self, name) < 0:
