@@ -66,9 +66,24 @@ def _parser():
     serve_check.add_argument("--atol", type=float, default=1e-5)
     serve_check.add_argument("--report", help="Also write the table, with provenance, here.")
     bench = commands.add_parser(
-        "bench", help="Time the train step on synthetic inputs of a named shape."
+        "bench",
+        help="Time the train step on synthetic inputs of a named shape; with --epoch, "
+        "whole epochs from images vs from the feature cache.",
     )
-    bench.add_argument("--shape", default="tiny", help="tiny or paper (see kstory.benchmarks).")
+    bench.add_argument(
+        "--shape", help="tiny, cpu or paper (see kstory.benchmarks); default tiny, "
+        "and cpu with --epoch.",
+    )
+    bench.add_argument(
+        "--epoch", action="store_true",
+        help="Time training epochs on synthetic StoryReasoning-like stories, naive vs "
+        "deduplicated feature cache (needs TensorFlow for tf.data).",
+    )
+    bench.add_argument(
+        "--stories", type=int, default=3552,
+        help="With --epoch: synthetic stories (3552 is StoryReasoning's train split).",
+    )
+    bench.add_argument("--epochs", type=int, default=2, help="With --epoch: epochs per run.")
     bench.add_argument("--steps", type=int, default=20, help="Timed steps, after the warm-up.")
     bench.add_argument("--warmup-steps", type=int, default=3, help="Untimed compile steps.")
     bench.add_argument("--batch-size", type=int, help="Override the shape's batch size.")
@@ -190,13 +205,19 @@ def _serve_check(args):
 
 
 def _bench(args):
-    from kstory.benchmarks.train_step_bench import run_train_step_bench
+    if args.epoch:
+        # Imported here: the epoch benchmark needs tf.data; the step one does not.
+        from kstory.benchmarks.epoch_bench import run_epoch_bench
 
-    result = run_train_step_bench(
-        args.shape, steps=args.steps, warmup_steps=args.warmup_steps, batch_size=args.batch_size,
-        dtype_policy=args.dtype_policy,
-        jit_compile={"auto": "auto", "true": True, "false": False}[args.jit_compile],
-    )
+        result = run_epoch_bench(args.shape or "cpu", args.stories, args.epochs)
+    else:
+        from kstory.benchmarks.train_step_bench import run_train_step_bench
+
+        result = run_train_step_bench(
+            args.shape or "tiny", steps=args.steps, warmup_steps=args.warmup_steps,
+            batch_size=args.batch_size, dtype_policy=args.dtype_policy,
+            jit_compile={"auto": "auto", "true": True, "false": False}[args.jit_compile],
+        )
     if not args.json:
         for name, value in result.items():
             print(f"{name:>24}: {value}")

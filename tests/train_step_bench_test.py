@@ -63,9 +63,11 @@ def test_unknown_shape_is_a_clear_error():
         run_train_step_bench("huge")
 
 
-def test_bench_runs_without_tensorflow(tmp_path):
-    # The TensorFlow backend needs TensorFlow; its pass checks JAX.
-    backend = "jax" if keras.config.backend() == "tensorflow" else keras.config.backend()
+# The GPU machines carry JAX and PyTorch only. Subprocesses, so the pass of
+# one backend checks both; `make test` runs it once.
+@pytest.mark.single_backend
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_bench_runs_without_tensorflow(tmp_path, backend):
     script = tmp_path / "without_tensorflow.py"
     script.write_text(WITHOUT_TENSORFLOW)
     result = subprocess.run(

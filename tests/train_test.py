@@ -37,9 +37,15 @@ def _weights(model):
     return [keras.ops.convert_to_numpy(v) for v in model.weights]
 
 
-def test_train_evaluate_predict(smoke_config, tmp_path):
-    workdir = str(tmp_path / "run")
-    train(smoke_config, workdir, verbose=0)
+@pytest.fixture(scope="module")
+def trained(smoke_config, tmp_path_factory):
+    """One uninterrupted smoke run: its workdir and the trained model."""
+    workdir = str(tmp_path_factory.mktemp("straight") / "run")
+    return workdir, train(smoke_config, workdir, verbose=0)
+
+
+def test_train_evaluate_predict(trained, tmp_path):
+    workdir, _ = trained
     for name in ("config.json", "model.keras", "history.csv", "loss_curve.png",
                  "checkpoints/best.weights.h5", "backup/training_metadata.json"):
         assert os.path.exists(os.path.join(workdir, name)), name
@@ -75,8 +81,8 @@ def test_train_evaluate_predict(smoke_config, tmp_path):
     assert os.path.exists(result["storyboard_path"])
 
 
-def test_interrupted_run_resumes_to_the_uninterrupted_result(smoke_config, tmp_path):
-    straight = train(smoke_config, str(tmp_path / "straight"), verbose=0)
+def test_interrupted_run_resumes_to_the_uninterrupted_result(smoke_config, trained, tmp_path):
+    _, straight = trained
     interrupted_dir = str(tmp_path / "interrupted")
     with pytest.raises(Interrupt):
         train(smoke_config, interrupted_dir, extra_callbacks=[InterruptAfterEpoch(0)], verbose=0)

@@ -33,7 +33,9 @@ class BenchShape:
 # 224 px (frozen), a DistilBERT-base-sized encoder (6 layers, 768 wide, 3072
 # feed-forward, lower 4 frozen), GRU 512, 64-px output, bf16; batch 32 and 32
 # tokens, as in the yardsticks (../shared/bench). `tiny` is the CPU model of
-# configs/tiny.py.
+# configs/tiny.py. `cpu` keeps the paper's frozen ResNet50, at 64 px, with
+# tiny text and decoders: the frozen-encoder workload at a size 2 CPU cores
+# can run (the epoch benchmark's default).
 BENCH_SHAPES = {
     "paper": BenchShape(
         data=DataConfig(image_size=224, target_image_size=64, sequence_length=32,
@@ -47,6 +49,17 @@ BENCH_SHAPES = {
             dtype_policy="mixed_bfloat16",
         ),
         vocabulary_size=30522,
+    ),
+    "cpu": BenchShape(
+        data=DataConfig(image_size=64, target_image_size=64, sequence_length=32,
+                        decoder_sequence_length=32, batch_size=16),
+        model=ModelConfig(
+            image_encoder="ResNet50", image_weights="none", freeze_image_encoder=True,
+            text_encoder="tiny", tiny_text_layers=2, tiny_text_hidden_dim=64, tiny_text_heads=2,
+            embedding_dim=128, fusion_dim=128, temporal_units=128, decoder_filters=64,
+            text_decoder_embedding_dim=64, text_decoder_units=128,
+        ),
+        vocabulary_size=1000,
     ),
     "tiny": BenchShape(
         data=DataConfig(image_size=32, target_image_size=32, sequence_length=32,

@@ -1,0 +1,164 @@
+"""`kstory bench --epoch`: a training epoch from images vs from the feature cache."""
+
+import dataclasses
+import io
+import tempfile
+import time
+
+import keras
+import numpy as np
+from PIL import Image
+
+from kstory.benchmarks.train_step_bench import BENCH_SHAPES
+from kstory.data.feature_cache import build_feature_cache
+from kstory.data.pipeline import make_dataset
+from kstory.data.pipeline import pipeline_options
+from kstory.data.story import Story
+from kstory.data.story_text_preprocessor import StoryTextPreprocessor
+from kstory.data.tokenizer_loading import load_tokenizer
+from kstory.data.windows import story_windows
+from kstory.models.builders import build_story_model
+from kstory.training.cached_feature_trainer import CachedFeatureTrainer
+
+# StoryReasoning's train split: 3552 stories of 5-22 frames (median 13),
+# about 44k frames and 30k 4->1 windows; frames are JPEG movie stills of
+# about 575x240 (see ../shared/NOTES.md).
+STORY_REASONING_TRAIN_STORIES = 3552
+_STILL_SIZE = (240, 575)
+_WORDS = ("man", "woman", "car", "door", "street", "window", "looks", "walks", "turns",
+          "holds", "the", "a", "toward", "near", "quietly", "dark", "room", "light")
+
+
+def synthetic_stories(num_stories, seed=0):
+    """Stories shaped like StoryReasoning's: frame counts, still size, JPEG.
+
+    Each frame is a distinct smooth image with a few blocks, encoded as JPEG
+    at quality 90, so decoding costs about what a real still costs.
+    """
+    rng = np.random.default_rng(seed)
+    counts = np.clip(np.round(rng.normal(12.4, 4.0, num_stories)), 5, 22).astype(int)
+    height, width = _STILL_SIZE
+    rows, columns = np.mgrid[0:height, 0:width]
+    stories = []
+    for index, count in enumerate(counts):
+        images, texts = [], []
+        for _ in range(count):
+            corner, slope = rng.uniform(0, 200, 3), rng.uniform(-0.2, 0.2, (2, 3))
+            frame = corner + rows[..., None] * slope[0] + columns[..., None] * slope[1]
+            for _ in range(3):
+                top, left = rng.integers(0, height - 40), rng.integers(0, width - 60)
+                frame[top : top + 40, left : left + 60] = rng.uniform(0, 255, 3)
+            buffer = io.BytesIO()
+            Image.fromarray(np.clip(frame, 0, 255).astype(np.uint8)).save(
+                buffer, format="JPEG", quality=90
+            )
+            images.append(buffer.getvalue())
+            texts.append(" ".join(rng.choice(_WORDS, size=24)) + ".")
+        stories.append(Story(f"synthetic-{index}", tuple(images), tuple(texts)))
+    return stories
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self.start)
+
+    def on_train_begin(self, logs=None):
+        self.seconds = []
+
+
+def run_epoch_bench(shape_name="cpu", num_stories=STORY_REASONING_TRAIN_STORIES, epochs=2,
+                    seed=0):
+    """Times training epochs naively (decode and encode every window's
+    frames) and from the deduplicated feature cache, on synthetic stories.
+
+    Both runs train the same model for `epochs` epochs over every 4->1
+    window; the last epoch's time is the steady state (the first includes
+    compilation). The cache's one-time build (decoding and encoding each
+    unique frame once) is timed separately, as is one pass of the naive
+    input pipeline alone (decoding and resizing, no model).
+
+    Args:
+        shape_name: str. A key of `BENCH_SHAPES`; its image encoder is frozen
+            here, as the cache requires.
+        num_stories: int. Synthetic stories; 3552 is StoryReasoning's train
+            split.
+        epochs: int. Epochs per run, at least 2.
+        seed: int. Seed of the data and the weights.
+
+    Returns:
+        dict of the workload, the times and their ratios, JSON-ready.
+    """
+    if shape_name not in BENCH_SHAPES:
+        raise ValueError(f"--shape must be one of {sorted(BENCH_SHAPES)}; got {shape_name!r}.")
+    if epochs < 2:
+        raise ValueError(f"The epoch benchmark needs at least 2 epochs; got {epochs}.")
+    shape = BENCH_SHAPES[shape_name]
+    model_config = dataclasses.replace(shape.model, freeze_image_encoder=True)
+    data = shape.data
+    start = time.perf_counter()
+    stories = synthetic_stories(num_stories, seed)
+    generate_s = time.perf_counter() - start
+    texts = [text for story in stories for text in story.texts]
+    preprocessor = StoryTextPreprocessor(
+        load_tokenizer("learned", texts, shape.vocabulary_size),
+        data.sequence_length,
+        data.decoder_sequence_length,
+    )
+    num_windows = len(story_windows(stories, data.num_context_steps))
+    steps = num_windows // data.batch_size
+    options = dict(pipeline_options(data), shuffle=True, seed=seed, epochs=epochs)
+
+    def timed_fit(fit_model, dataset):
+        timer = _EpochTimer()
+        fit_model.fit(dataset, epochs=epochs, steps_per_epoch=steps, callbacks=[timer],
+                      verbose=0)
+        return timer.seconds
+
+    start = time.perf_counter()
+    for _ in make_dataset(stories, preprocessor, **dict(options, epochs=1)):
+        pass
+    decode_s = time.perf_counter() - start
+
+    keras.utils.set_random_seed(seed)
+    model = build_story_model(model_config, data, preprocessor)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4))
+    naive = timed_fit(model, make_dataset(stories, preprocessor, **options))
+
+    keras.utils.set_random_seed(seed)
+    model = build_story_model(model_config, data, preprocessor)
+    with tempfile.TemporaryDirectory() as cache_dir:
+        start = time.perf_counter()
+        cache = build_feature_cache(stories, model.backbone, cache_dir)
+        build_s = time.perf_counter() - start
+        trainer = CachedFeatureTrainer(model)
+        trainer.compile(optimizer=keras.optimizers.AdamW(1e-4))
+        cached = timed_fit(
+            trainer, make_dataset(stories, preprocessor, feature_cache=cache, **options)
+        )
+        unique_frames = cache.info["num_frames"]
+    return {
+        "impl": "kstory",
+        "backend": keras.config.backend(),
+        "shape": shape_name,
+        "batch": data.batch_size,
+        "image_size": data.image_size,
+        "stories": num_stories,
+        "frames": sum(story.num_frames for story in stories),
+        "unique_frames": unique_frames,
+        "windows": num_windows,
+        "frame_slots_per_epoch": num_windows * (data.num_context_steps + 1),
+        "steps_per_epoch": steps,
+        "epochs": epochs,
+        "generate_s": round(generate_s, 3),
+        "naive_decode_only_epoch_s": round(decode_s, 3),
+        "naive_first_epoch_s": round(naive[0], 3),
+        "naive_epoch_s": round(naive[-1], 3),
+        "cache_build_s": round(build_s, 3),
+        "cached_first_epoch_s": round(cached[0], 3),
+        "cached_epoch_s": round(cached[-1], 3),
+        "epoch_speedup": round(naive[-1] / cached[-1], 2),
+        "speedup_over_run": round(sum(naive) / (build_s + sum(cached)), 2),
+    }
