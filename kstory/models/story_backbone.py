@@ -2,6 +2,7 @@
 
 import keras
 import keras_hub
+from keras import ops
 
 from kstory.layers.context_memory import ContextMemory
 from kstory.layers.image_decoder import ImageDecoder
@@ -18,7 +19,8 @@ class StoryBackbone(keras_hub.models.Backbone):
     """Four image-text steps in; embeddings, story state and next frame out.
 
     Each step's image goes through a frozen `keras.applications` encoder
-    (applied per step with `TimeDistributed`) and a projection; each step's
+    (one call over all steps' frames, time folded into the batch) and a
+    projection; each step's
     caption through a keras-hub text backbone, whose [CLS] vector is projected
     to the same size. The two embeddings of a step are fused by
     `TimeDistributed` dense layers, and a GRU (or a transformer) over the
@@ -111,9 +113,6 @@ class StoryBackbone(keras_hub.models.Backbone):
             image_preprocessing, dtype=dtype, name="image_preprocessing"
         )
         self.image_encoder = image_encoder
-        self.step_image_encoder = keras.layers.TimeDistributed(
-            image_encoder, dtype=dtype, name="step_image_encoder"
-        )
         self.image_projection = keras.layers.Dense(
             embedding_dim, dtype=dtype, name="image_projection"
         )
@@ -253,7 +252,13 @@ class StoryBackbone(keras_hub.models.Backbone):
         if "image_features" in inputs:
             features = inputs["image_features"]
         else:
-            features = self.step_image_encoder(self.image_preprocessing(inputs["images"]))
+            # All steps' frames in one encoder call at batch x steps, rather
+            # than one call per step (TimeDistributed's loop over a static
+            # time axis): fewer, larger convolutions.
+            images = inputs["images"]
+            frames = ops.reshape(images, (-1, *images.shape[2:]))
+            features = self.image_features(frames)
+            features = ops.reshape(features, (-1, images.shape[1], features.shape[-1]))
         image_embeddings = self.image_projection(features)
         cls_vectors, token_states = self.text_encoder(
             inputs["token_ids"], inputs["padding_mask"], training=training
