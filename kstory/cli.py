@@ -84,6 +84,7 @@ def _parser():
         help="With --epoch: synthetic stories (3552 is StoryReasoning's train split).",
     )
     bench.add_argument("--epochs", type=int, default=2, help="With --epoch: epochs per run.")
+    bench.add_argument("--report", help="Also write the result, with provenance, here.")
     bench.add_argument("--steps", type=int, default=20, help="Timed steps, after the warm-up.")
     bench.add_argument("--warmup-steps", type=int, default=3, help="Untimed compile steps.")
     bench.add_argument("--batch-size", type=int, help="Override the shape's batch size.")
@@ -220,8 +221,18 @@ def _bench(args):
         )
     if not args.json:
         for name, value in result.items():
-            print(f"{name:>24}: {value}")
+            print(f"{name:>25}: {value}")
     print(json.dumps(result))
+    if args.report:
+        from kstory.provenance import provenance
+        from kstory.provenance import provenance_markdown
+
+        title = "Epoch time, naive vs feature cache" if args.epoch else "Train-step speed"
+        rows = "\n".join(f"| {name} | {value} |" for name, value in result.items())
+        with open(args.report, "w") as file:
+            file.write(f"# {title}\n\nProduced by:\n\n{provenance_markdown(provenance())}\n\n")
+            file.write(f"| measure | value |\n|---|---|\n{rows}\n\n")
+            file.write(f"Raw result:\n\n```\n{json.dumps(result)}\n```\n")
 
 
 def _select_backend(backend, argv):
