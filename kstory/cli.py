@@ -90,6 +90,10 @@ def _parser():
     bench.add_argument("--batch-size", type=int, help="Override the shape's batch size.")
     bench.add_argument("--dtype-policy", help="Override the shape's precision.")
     bench.add_argument("--jit-compile", default="auto", choices=("auto", "true", "false"))
+    bench.add_argument(
+        "--features", action="store_true",
+        help="Time the step from cached image features (a frozen encoder) instead of images.",
+    )
     bench.add_argument("--json", action="store_true", help="Print one JSON line only.")
     return parser
 
@@ -218,6 +222,7 @@ def _bench(args):
             args.shape or "tiny", steps=args.steps, warmup_steps=args.warmup_steps,
             batch_size=args.batch_size, dtype_policy=args.dtype_policy,
             jit_compile={"auto": "auto", "true": True, "false": False}[args.jit_compile],
+            from_features=args.features,
         )
     if not args.json:
         for name, value in result.items():

@@ -78,3 +78,16 @@ def test_bench_runs_without_tensorflow(tmp_path, backend):
     assert result.returncode == 0, result.stderr[-3000:]
     measured = json.loads(result.stdout.strip().splitlines()[-1])
     assert measured["backend"] == backend and measured["step_ms"] > 0
+
+
+# The trainer itself runs on every backend in feature_cache_test; this is the
+# bench's input wiring, run once.
+@pytest.mark.single_backend
+def test_bench_times_the_step_from_cached_features():
+    result = run_train_step_bench("tiny", steps=1, warmup_steps=1, batch_size=2,
+                                  from_features=True)
+    assert result["inputs"] == "cached features" and result["step_ms"] > 0
+    # The frozen image encoder's weights are no longer trained.
+    images = run_train_step_bench("tiny", steps=1, warmup_steps=1, batch_size=2)
+    assert images["inputs"] == "images"
+    assert result["trainable_params"] < images["trainable_params"]

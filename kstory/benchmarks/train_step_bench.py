@@ -12,6 +12,7 @@ import numpy as np
 from kstory.data.data_config import DataConfig
 from kstory.models.builders import build_story_model
 from kstory.models.model_config import ModelConfig
+from kstory.training.cached_feature_trainer import CachedFeatureTrainer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +101,17 @@ def synthetic_batches(shape, num_samples, seed=0):
     return inputs, targets
 
 
+def _as_cached_features(inputs, model, seed):
+    """Replaces synthetic `images` by what the feature cache would hold."""
+    backbone, rng = model.backbone, np.random.default_rng(seed)
+    images = inputs.pop("images")
+    size = backbone.target_image_size
+    feature_dim = backbone.image_encoder.output_shape[-1]
+    inputs["image_features"] = rng.random((*images.shape[:2], feature_dim), dtype=np.float32)
+    inputs["last_frames"] = rng.integers(0, 256, (len(images), 2, size, size, 3), dtype=np.uint8)
+    return inputs
+
+
 def _device():
     backend = keras.config.backend()
     if backend == "jax":
@@ -139,7 +151,7 @@ def _peak_device_memory_mib():
 
 
 def run_train_step_bench(shape_name, steps=20, warmup_steps=3, batch_size=None,
-                         dtype_policy=None, jit_compile="auto", seed=0):
+                         dtype_policy=None, jit_compile="auto", from_features=False, seed=0):
     """Times kstory's train step on synthetic inputs of a named shape.
 
     The first `warmup_steps` steps (which trace and compile) are timed as
@@ -153,6 +165,9 @@ def run_train_step_bench(shape_name, steps=20, warmup_steps=3, batch_size=None,
         batch_size: int. Overrides the shape's batch size.
         dtype_policy: str. Overrides the shape's precision.
         jit_compile: `"auto"`, True or False, as for `Model.compile`.
+        from_features: bool. Time the step from the frozen-feature cache
+            (`CachedFeatureTrainer` on synthetic features and small frames)
+            instead of from images; the image encoder is frozen.
         seed: int. Seed of the weights and the inputs.
 
     Returns:
@@ -167,17 +182,24 @@ def run_train_step_bench(shape_name, steps=20, warmup_steps=3, batch_size=None,
         shape = dataclasses.replace(
             shape, model=dataclasses.replace(shape.model, dtype_policy=dtype_policy)
         )
+    if from_features:
+        shape = dataclasses.replace(
+            shape, model=dataclasses.replace(shape.model, freeze_image_encoder=True)
+        )
     keras.utils.set_random_seed(seed)
     build_start = time.perf_counter()
     model = build_story_model(shape.model, shape.data, None, vocabulary_size=shape.vocabulary_size)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-4), jit_compile=jit_compile)
+    fit_model = CachedFeatureTrainer(model) if from_features else model
+    fit_model.compile(optimizer=keras.optimizers.AdamW(1e-4), jit_compile=jit_compile)
     build_s = time.perf_counter() - build_start
     batch = shape.data.batch_size
     inputs, targets = synthetic_batches(shape, batch * (warmup_steps + steps), seed)
+    if from_features:
+        inputs = _as_cached_features(inputs, model, seed)
     # `keras.Model.fit`, not keras-hub's `Task.fit`: the arrays need no
     # preprocessing, and the Task would route them through tf.data or grain.
-    fit = functools.partial(keras.Model.fit, model, inputs, targets, batch_size=batch, epochs=1,
-                            shuffle=False, verbose=0)
+    fit = functools.partial(keras.Model.fit, fit_model, inputs, targets, batch_size=batch,
+                            epochs=1, shuffle=False, verbose=0)
     start = time.perf_counter()
     fit(steps_per_epoch=warmup_steps)
     warm = time.perf_counter()
@@ -194,6 +216,7 @@ def run_train_step_bench(shape_name, steps=20, warmup_steps=3, batch_size=None,
         "image_size": shape.data.image_size,
         "dtype_policy": shape.model.dtype_policy,
         "jit_compile": str(jit_compile),
+        "inputs": "cached features" if from_features else "images",
         "steps": steps,
         "build_s": round(build_s, 2),
         "compile_s": round(warm - start, 2),
