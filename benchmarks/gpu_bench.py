@@ -21,7 +21,7 @@ import time
 
 # Small enough for a CPU: checks the script, not the speed.
 _DRY_RUN_PEER = ["--batch", "2", "--steps", "1", "--img", "32", "--out_img", "32", "--seq", "8",
-                 "--vocab", "100", "--layers", "2", "--hidden", "32"]
+                 "--vocab", "100", "--layers", "2", "--hidden", "64"]
 
 
 def _runs(yardsticks, dry_run):
@@ -31,8 +31,6 @@ def _runs(yardsticks, dry_run):
     kstory = [sys.executable, "-m", "kstory.cli", "bench", "--json", *shape]
     return [
         ("plain Keras, JAX", "jax", [sys.executable, f"{yardsticks}/peer_keras.py", *peer]),
-        ("plain Keras, JAX, cached features", "jax",
-         [sys.executable, f"{yardsticks}/peer_keras.py", "--features", *peer]),
         ("torch eager", "torch", [sys.executable, f"{yardsticks}/peer_torch.py", *peer]),
         ("torch.compile", "torch",
          [sys.executable, f"{yardsticks}/peer_torch.py", "--compile", *peer]),
