@@ -24,18 +24,21 @@ demo: setup
 	cp runs/tiny/loss_curve.png results/tiny_loss_curve.png
 	for board in runs/tiny/storyboards/*_storyboard.png; do cp $$board results/tiny_$$(basename $$board); done
 
-# One process per backend, as keras-hub does; then the `large` tests
+# One pass per backend, as keras-hub does; then the `large` tests
 # (real checkpoints) as their own step. Slow backend-independent tests
 # (`single_backend`) run once, in the torch pass, the fastest on CPU.
+# Each pass runs test files on two workers (pytest-xdist): most of a test's
+# time is single-threaded tracing, so two cores halve the wall time.
+PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider --durations=8 -n 2 --dist loadfile
+
 test: setup
 	@for backend in tensorflow jax; do \
 	  echo "== KERAS_BACKEND=$$backend"; \
-	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q -p no:cacheprovider --durations=8 \
-	    -m "not large and not single_backend" || exit 1; \
+	  KERAS_BACKEND=$$backend $(PYTEST) -m "not large and not single_backend" || exit 1; \
 	done
 	@echo "== KERAS_BACKEND=torch"
-	@KERAS_BACKEND=torch $(BIN)/python -m pytest -q -p no:cacheprovider --durations=8 -m "not large"
+	@KERAS_BACKEND=torch $(PYTEST) -m "not large"
 	@for backend in $(BACKENDS); do \
 	  echo "== large tests, KERAS_BACKEND=$$backend"; \
-	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q -p no:cacheprovider --durations=8 -m large || exit 1; \
+	  KERAS_BACKEND=$$backend $(PYTEST) -m large || exit 1; \
 	done
