@@ -32,6 +32,11 @@ def _parser():
     data.add_argument("--report", help="Also write the summary, with provenance, to this file.")
     train = commands.add_parser("train", help="Train a config into a workdir (resumes).")
     _add_config_arguments(train)
+    train.add_argument("--coordinator-address", help="Multi-host JAX (distribution="
+                       "data_parallel): host:port of process 0; else KERAS_DISTRIBUTION_* "
+                       "variables are read.")
+    train.add_argument("--num-processes", type=int, help="Multi-host JAX: number of processes.")
+    train.add_argument("--process-id", type=int, help="Multi-host JAX: this process's index.")
     evaluate = commands.add_parser("evaluate", help="Score a trained workdir beside the floors.")
     evaluate.add_argument("--workdir", required=True)
     evaluate.add_argument("--split", default="test", choices=("test", "validation", "train"))
@@ -94,6 +99,10 @@ def _parser():
         "--features", action="store_true",
         help="Time the step from cached image features (a frozen encoder) instead of images.",
     )
+    bench.add_argument(
+        "--data-parallel", action="store_true",
+        help="Split the batch over all devices (JAX: keras.distribution; TF: MirroredStrategy).",
+    )
     bench.add_argument("--json", action="store_true", help="Print one JSON line only.")
     return parser
 
@@ -131,7 +140,8 @@ def _train(args):
     from kstory.training.train import train
 
     config = _load_config(args)
-    train(config, args.workdir)
+    train(config, args.workdir, coordinator_address=args.coordinator_address,
+          num_processes=args.num_processes, process_id=args.process_id)
     with open(os.path.join(args.workdir, "train_provenance.json"), "w") as file:
         json.dump(provenance(args.config), file, indent=2)
     print(f"Trained; model and history in {args.workdir}")
@@ -222,7 +232,7 @@ def _bench(args):
             args.shape or "tiny", steps=args.steps, warmup_steps=args.warmup_steps,
             batch_size=args.batch_size, dtype_policy=args.dtype_policy,
             jit_compile={"auto": "auto", "true": True, "false": False}[args.jit_compile],
-            from_features=args.features,
+            from_features=args.features, data_parallel=args.data_parallel,
         )
     if not args.json:
         for name, value in result.items():

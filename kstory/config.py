@@ -7,6 +7,7 @@ import typing
 
 from kstory.data.data_config import DataConfig
 from kstory.models.model_config import ModelConfig
+from kstory.training.distribution import DISTRIBUTIONS
 from kstory.training.train_config import TrainConfig
 
 
@@ -19,12 +20,23 @@ class Config:
         model: `ModelConfig`. Architecture, losses and precision.
         train: `TrainConfig`. Epochs, optimizer, callbacks.
         seed: int. Seed of the run.
+        distribution: str. `"none"` (one device) or `"data_parallel"`:
+            Keras's data-parallel engine for the backend, the global
+            `data.batch_size` split across all devices (see
+            `kstory.training.distribution`).
     """
 
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     seed: int = 0
+    distribution: str = "none"
+
+    def __post_init__(self):
+        if self.distribution not in DISTRIBUTIONS:
+            raise ValueError(
+                f"distribution must be one of {DISTRIBUTIONS}; got {self.distribution!r}."
+            )
 
 
 def load_config(path, smoke=False):
@@ -133,4 +145,5 @@ def config_from_dict(values):
         model=ModelConfig(**values["model"]),
         train=TrainConfig(**values["train"]),
         seed=values["seed"],
+        distribution=values.get("distribution", "none"),
     )

@@ -34,7 +34,7 @@ def test_shapes_and_dtypes(embedded_stories, learned_tokenizer):
     inputs, targets = next(iter(dataset))
     assert inputs["images"].shape == (3, 4, 24, 24, 3) and inputs["images"].dtype.name == "uint8"
     assert inputs["token_ids"].shape == (3, 4, 48) and inputs["token_ids"].dtype.name == "int32"
-    assert inputs["padding_mask"].shape == (3, 4, 48) and inputs["padding_mask"].dtype.name == "bool"
+    assert inputs["padding_mask"].shape == (3, 4, 48) and inputs["padding_mask"].dtype.name == "int32"
     assert inputs["decoder_token_ids"].shape == (3, 40)
     assert targets["next_image"].shape == (3, 16, 16, 3) and targets["next_image"].dtype.name == "float32"
     assert targets["next_token_ids"].shape == (3, 40)
@@ -130,7 +130,7 @@ def test_feeds_model_fit_on_the_active_backend(embedded_stories, learned_tokeniz
     vocabulary_size = learned_tokenizer.vocabulary_size()
     images = keras.Input((4, 16, 16, 3), dtype="uint8", name="images")
     token_ids = keras.Input((4, 48), dtype="int32", name="token_ids")
-    padding_mask = keras.Input((4, 48), dtype="bool", name="padding_mask")
+    padding_mask = keras.Input((4, 48), dtype="int32", name="padding_mask")
     decoder_ids = keras.Input((48,), dtype="int32", name="decoder_token_ids")
     pooled = keras.layers.GlobalAveragePooling3D()(keras.layers.Rescaling(1 / 255)(images))
     next_image = keras.layers.Reshape((8, 8, 3), name="next_image")(

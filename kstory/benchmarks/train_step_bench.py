@@ -1,5 +1,6 @@
 """`kstory bench`: train-step speed, compile time and memory on synthetic inputs."""
 
+import contextlib
 import dataclasses
 import functools
 import platform
@@ -12,6 +13,7 @@ import numpy as np
 from kstory.data.data_config import DataConfig
 from kstory.models.builders import build_story_model
 from kstory.models.model_config import ModelConfig
+from kstory.training import distribution
 from kstory.training.cached_feature_trainer import CachedFeatureTrainer
 
 
@@ -151,7 +153,8 @@ def _peak_device_memory_mib():
 
 
 def run_train_step_bench(shape_name, steps=20, warmup_steps=3, batch_size=None,
-                         dtype_policy=None, jit_compile="auto", from_features=False, seed=0):
+                         dtype_policy=None, jit_compile="auto", from_features=False,
+                         data_parallel=False, seed=0):
     """Times kstory's train step on synthetic inputs of a named shape.
 
     The first `warmup_steps` steps (which trace and compile) are timed as
@@ -168,6 +171,8 @@ def run_train_step_bench(shape_name, steps=20, warmup_steps=3, batch_size=None,
         from_features: bool. Time the step from the frozen-feature cache
             (`CachedFeatureTrainer` on synthetic features and small frames)
             instead of from images; the image encoder is frozen.
+        data_parallel: bool. Split the batch over all devices with the
+            backend's data-parallel engine (`kstory.training.distribution`).
         seed: int. Seed of the weights and the inputs.
 
     Returns:
@@ -186,11 +191,18 @@ def run_train_step_bench(shape_name, steps=20, warmup_steps=3, batch_size=None,
         shape = dataclasses.replace(
             shape, model=dataclasses.replace(shape.model, freeze_image_encoder=True)
         )
+    replicas, scope = 1, contextlib.nullcontext
+    if data_parallel:
+        setup = distribution.data_parallel()
+        replicas, scope = setup.num_replicas, setup.scope
     keras.utils.set_random_seed(seed)
     build_start = time.perf_counter()
-    model = build_story_model(shape.model, shape.data, None, vocabulary_size=shape.vocabulary_size)
-    fit_model = CachedFeatureTrainer(model) if from_features else model
-    fit_model.compile(optimizer=keras.optimizers.AdamW(1e-4), jit_compile=jit_compile)
+    with scope():
+        model = build_story_model(
+            shape.model, shape.data, None, vocabulary_size=shape.vocabulary_size
+        )
+        fit_model = CachedFeatureTrainer(model) if from_features else model
+        fit_model.compile(optimizer=keras.optimizers.AdamW(1e-4), jit_compile=jit_compile)
     build_s = time.perf_counter() - build_start
     batch = shape.data.batch_size
     inputs, targets = synthetic_batches(shape, batch * (warmup_steps + steps), seed)
@@ -217,6 +229,7 @@ def run_train_step_bench(shape_name, steps=20, warmup_steps=3, batch_size=None,
         "dtype_policy": shape.model.dtype_policy,
         "jit_compile": str(jit_compile),
         "inputs": "cached features" if from_features else "images",
+        "replicas": replicas,
         "steps": steps,
         "build_s": round(build_s, 2),
         "compile_s": round(warm - start, 2),

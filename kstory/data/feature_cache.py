@@ -247,8 +247,11 @@ def _write_arrays(path, images, backbone, batch_size):
     )
     row = 0
     for context_frames, target_frames in dataset.as_numpy_iterator():
-        features, last_frames = encoder.predict_on_batch(context_frames)
+        # Padded to a full batch: data-parallel devices take equal slices.
+        padding = [(0, batch_size - len(context_frames))] + [(0, 0)] * 3
+        features, last_frames = encoder.predict_on_batch(np.pad(context_frames, padding))
         end = row + len(context_frames)
+        features, last_frames = features[: end - row], last_frames[: end - row]
         files["features"][row:end] = keras.ops.convert_to_numpy(features).astype("float32")
         files["last_frames"][row:end] = keras.ops.convert_to_numpy(last_frames).astype("uint8")
         files["targets"][row:end] = target_frames

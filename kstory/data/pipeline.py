@@ -86,7 +86,7 @@ def make_dataset(
 
     Inputs:
         - `images`: uint8 `(batch, num_context_steps, image_size, image_size, 3)`.
-        - `token_ids`, `padding_mask`: `(batch, num_context_steps, L)`.
+        - `token_ids`, `padding_mask`: int32 `(batch, num_context_steps, L)`.
         - `decoder_token_ids`: `(batch, L')`, the next caption from `[CLS]`.
         - With `feature_cache`, `image_features` float32 `(batch,
           num_context_steps, features)` and `last_frames` uint8 `(batch, 2,
@@ -159,7 +159,9 @@ def make_dataset(
         inputs = {
             **{key: batch[key] for key in image_keys},
             "token_ids": text["token_ids"],
-            "padding_mask": text["padding_mask"],
+            # int32, as the model declares it (a bool batch cannot be
+            # averaged across replicas, which Keras does under tf.distribute).
+            "padding_mask": tf.cast(text["padding_mask"], tf.int32),
             "decoder_token_ids": text["decoder_token_ids"],
         }
         targets = {"next_image": batch["next_image"], "next_token_ids": text["next_token_ids"]}

@@ -30,12 +30,23 @@ class InfoNCELoss(keras.losses.Loss):
         super().__init__(name=name, **kwargs)
 
     def call(self, y_true, y_pred):
-        logits = ops.cast(y_pred, "float32")
-        labels = ops.cast(y_true, "int32")
-        image_to_text = keras.losses.sparse_categorical_crossentropy(
-            labels, logits, from_logits=True
-        )
-        text_to_image = keras.losses.sparse_categorical_crossentropy(
-            labels, ops.transpose(logits), from_logits=True
-        )
-        return (image_to_text + text_to_image) / 2.0
+        return info_nce(y_true, y_pred, ops.transpose(y_pred))
+
+
+def info_nce(labels, image_to_text, text_to_image):
+    """Per-row symmetric InfoNCE from the two directions' logits.
+
+    Row i of `image_to_text` scores image i against every candidate text, and
+    row i of `text_to_image` text i against every candidate image; `labels[i]`
+    is the column of the matching pair. With all candidates in the batch the
+    two are transposes (`InfoNCELoss`); with candidates gathered from other
+    replicas they are two rectangular matrices.
+    """
+    labels = ops.cast(labels, "int32")
+    image_to_text = keras.losses.sparse_categorical_crossentropy(
+        labels, ops.cast(image_to_text, "float32"), from_logits=True
+    )
+    text_to_image = keras.losses.sparse_categorical_crossentropy(
+        labels, ops.cast(text_to_image, "float32"), from_logits=True
+    )
+    return (image_to_text + text_to_image) / 2.0

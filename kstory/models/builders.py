@@ -56,6 +56,7 @@ def build_text_backbone(model_config, vocabulary_size, sequence_length):
                 model_config.tiny_text_intermediate_dim or 2 * model_config.tiny_text_hidden_dim
             ),
             max_sequence_length=sequence_length,
+            dropout=model_config.tiny_text_dropout,
         )
     backbone = keras_hub.models.Backbone.from_preset(model_config.text_encoder)
     if backbone.vocabulary_size != vocabulary_size:

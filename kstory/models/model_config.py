@@ -30,6 +30,7 @@ class ModelConfig:
         tiny_text_layers: int. Tiny encoder: transformer layers.
         tiny_text_hidden_dim: int. Tiny encoder: hidden size.
         tiny_text_heads: int. Tiny encoder: attention heads.
+        tiny_text_dropout: float. Tiny encoder: dropout rate.
         tiny_text_intermediate_dim: int. Tiny encoder: feed-forward size;
             None for twice the hidden size.
         num_frozen_text_layers: int. Lower text layers frozen with the
@@ -62,6 +63,7 @@ class ModelConfig:
     tiny_text_hidden_dim: int = 64
     tiny_text_heads: int = 2
     tiny_text_intermediate_dim: Optional[int] = None
+    tiny_text_dropout: float = 0.1
     num_frozen_text_layers: int = 0
     embedding_dim: int = 256
     fusion_dim: int = 256

@@ -7,8 +7,11 @@ import keras_hub
 from keras import ops
 
 from kstory.data.story_text_preprocessor import StoryTextPreprocessor
-from kstory.losses.info_nce_loss import InfoNCELoss
+from kstory.losses.info_nce_loss import info_nce
 from kstory.models.story_backbone import StoryBackbone
+from kstory.training.distribution import num_replicas_in_sync
+from kstory.training.distribution import replica_gather
+from kstory.training.distribution import replica_sum
 
 IMAGE_LOSSES = ("mse", "mse+l1")
 _MAX_LOGIT_SCALE = 100.0
@@ -34,6 +37,12 @@ def _load_optimizer_slots_by_name(optimizer, saved_names):
             variable.assign(store[str(saved_index[variable.name])])
 
     optimizer.load_own_variables = load_own_variables
+
+
+def _unit_rows(embeddings):
+    """`(batch, steps, size)` embeddings -> unit-norm float32 rows `(batch * steps, size)`."""
+    size = ops.shape(embeddings)[-1]
+    return ops.normalize(ops.reshape(ops.cast(embeddings, "float32"), (-1, size)))
 
 
 @keras.saving.register_keras_serializable(package="kstory")
@@ -117,7 +126,6 @@ class StoryModel(keras_hub.models.Task):
             dtype="float32",
             name="log_logit_scale",
         )
-        self.contrastive_loss_fn = InfoNCELoss()
         self.image_loss_tracker = keras.metrics.Mean(name="image_loss")
         self.text_loss_tracker = keras.metrics.Mean(name="text_loss")
         self.contrastive_loss_tracker = keras.metrics.Mean(name="contrastive_loss")
@@ -161,15 +169,35 @@ class StoryModel(keras_hub.models.Task):
         """The contrastive logit scale, 1 / temperature, clipped to [1, 100]."""
         return ops.exp(ops.clip(self.log_logit_scale, 0.0, math.log(_MAX_LOGIT_SCALE)))
 
-    def contrastive_logits(self, image_embeddings, text_embeddings):
-        """Scaled cosine similarities of every image step to every text step."""
-        size = ops.shape(image_embeddings)[-1]
-        images = ops.normalize(ops.reshape(ops.cast(image_embeddings, "float32"), (-1, size)))
-        texts = ops.normalize(ops.reshape(ops.cast(text_embeddings, "float32"), (-1, size)))
-        return self.logit_scale() * ops.matmul(images, ops.transpose(texts))
+    def contrastive_loss(self, image_embeddings, text_embeddings):
+        """Symmetric InfoNCE of all `batch x steps` context steps.
+
+        The negatives are every other step of the global batch: under a
+        TensorFlow strategy each replica scores its own steps against all
+        replicas' gathered embeddings (JAX's data parallelism runs the step
+        over the global batch directly).
+        """
+        images, texts = _unit_rows(image_embeddings), _unit_rows(text_embeddings)
+        all_images, offset = replica_gather(images)
+        all_texts, _ = replica_gather(texts)
+        scale = self.logit_scale()
+        labels = offset + ops.arange(ops.shape(images)[0])
+        return ops.mean(
+            info_nce(
+                labels,
+                scale * ops.matmul(images, ops.transpose(all_texts)),
+                scale * ops.matmul(texts, ops.transpose(all_images)),
+            )
+        )
 
     def loss_terms(self, y, y_pred):
-        """The three unweighted loss terms, as float32 scalars."""
+        """The three unweighted loss terms, as float32 scalars.
+
+        Under a TensorFlow strategy each is this replica's share of the
+        global batch's loss (`compute_loss` divides by the replicas, whose
+        gradients are summed): the text loss is divided by the global batch's
+        token count, and the contrastive loss uses all replicas' negatives.
+        """
         next_image = ops.cast(y["next_image"], "float32")
         predicted_image = ops.cast(y_pred["next_image"], "float32")
         image_loss = ops.mean(ops.square(predicted_image - next_image))
@@ -180,10 +208,11 @@ class StoryModel(keras_hub.models.Task):
             targets, ops.cast(y_pred["next_token_logits"], "float32"), from_logits=True
         )
         mask = ops.cast(ops.not_equal(targets, self.pad_token_id), "float32")
-        text_loss = ops.sum(token_losses * mask) / ops.maximum(ops.sum(mask), 1.0)
-        logits = self.contrastive_logits(y_pred["image_embeddings"], y_pred["text_embeddings"])
-        labels = ops.arange(ops.shape(logits)[0])
-        contrastive_loss = self.contrastive_loss_fn(labels, logits)
+        num_tokens = ops.maximum(replica_sum(ops.sum(mask)), 1.0)
+        text_loss = ops.sum(token_losses * mask) * num_replicas_in_sync() / num_tokens
+        contrastive_loss = self.contrastive_loss(
+            y_pred["image_embeddings"], y_pred["text_embeddings"]
+        )
         return image_loss, text_loss, contrastive_loss
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -196,7 +225,8 @@ class StoryModel(keras_hub.models.Task):
             total = total + self.contrastive_loss_weight * contrastive_loss
         if self.losses:
             total = total + ops.sum(self.losses)
-        return total
+        # TensorFlow strategies sum the replicas' gradients.
+        return total / num_replicas_in_sync()
 
     def generate(self, inputs, sampler="greedy", max_length=None):
         """Generates the next caption's token ids, free-running, for a batch.

@@ -1,5 +1,6 @@
 """Trains a `StoryModel` into a workdir, resuming an interrupted run."""
 
+import contextlib
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ from kstory.data.tokenizer_loading import load_tokenizer
 from kstory.data.windows import story_windows
 from kstory.models.builders import build_story_model
 from kstory.training.cached_feature_trainer import CachedFeatureTrainer
+from kstory.training.distribution import data_parallel
 from kstory.training.loss_curve import plot_loss_curve
 from kstory.training.seed_state_backup import SeedStateBackup
 
@@ -108,7 +110,8 @@ def _uses_feature_cache(config):
     return setting == "true" or (setting == "auto" and frozen)
 
 
-def train(config, workdir, extra_callbacks=(), verbose="auto"):
+def train(config, workdir, extra_callbacks=(), verbose="auto", coordinator_address=None,
+          num_processes=None, process_id=None):
     """Trains `config` in `workdir`; re-running on the same workdir resumes.
 
     With a frozen image encoder, first builds (or reuses) the feature cache
@@ -123,13 +126,27 @@ def train(config, workdir, extra_callbacks=(), verbose="auto"):
         workdir: str. The run's folder.
         extra_callbacks: more Keras callbacks, run after kstory's.
         verbose: Keras `fit` verbosity.
+        coordinator_address, num_processes, process_id: multi-host JAX
+            data parallelism (see `kstory.training.distribution`); else read
+            from the environment.
 
     Returns:
         The trained `StoryModel`.
     """
     check_workdir_config(config, workdir)
-    keras.utils.set_random_seed(config.seed)
     data = config.data
+    replicas, scope = 1, contextlib.nullcontext
+    if config.distribution == "data_parallel":
+        setup = data_parallel(coordinator_address, num_processes, process_id)
+        replicas, scope = setup.num_replicas, setup.scope
+        if data.batch_size % replicas:
+            raise ValueError(
+                f"data.batch_size {data.batch_size} (the global batch) does not split evenly "
+                f"over {replicas} replicas; make it a multiple of {replicas}."
+            )
+        logger.info("Data parallel: %s, %d replicas of %d windows each.", setup.engine,
+                    replicas, data.batch_size // replicas)
+    keras.utils.set_random_seed(config.seed)
     splits, skip_logs = load_splits(data, os.path.join(workdir, "data"))
     for log in skip_logs:
         logger.info(log.summary())
@@ -138,31 +155,48 @@ def train(config, workdir, extra_callbacks=(), verbose="auto"):
     preprocessor = StoryTextPreprocessor(
         tokenizer, data.sequence_length, data.decoder_sequence_length
     )
-    model = build_story_model(config.model, data, preprocessor)
-    # `fit_model` is the model itself, or the trainer that fits its weights
-    # from the frozen image encoder's cached features.
-    fit_model, feature_cache = model, None
-    if _uses_feature_cache(config):
-        feature_cache = build_feature_cache(
-            splits["train"] + splits["validation"],
-            model.backbone,
-            os.path.join(workdir, "cache", "image_features"),
+    with scope():
+        model = build_story_model(config.model, data, preprocessor)
+        # `fit_model` is the model itself, or the trainer that fits its
+        # weights from the frozen image encoder's cached features.
+        fit_model, feature_cache = model, None
+        if _uses_feature_cache(config):
+            feature_cache = build_feature_cache(
+                splits["train"] + splits["validation"],
+                model.backbone,
+                os.path.join(workdir, "cache", "image_features"),
+                batch_size=64 * replicas,
+            )
+            fit_model = CachedFeatureTrainer(model)
+        jit_compile = {"auto": "auto", "true": True, "false": False}[config.train.jit_compile]
+        fit_model.compile(
+            optimizer=keras.optimizers.AdamW(
+                learning_rate=config.train.learning_rate, weight_decay=config.train.weight_decay
+            ),
+            jit_compile=jit_compile,
         )
-        fit_model = CachedFeatureTrainer(model)
-    jit_compile = {"auto": "auto", "true": True, "false": False}[config.train.jit_compile]
-    fit_model.compile(
-        optimizer=keras.optimizers.AdamW(
-            learning_rate=config.train.learning_rate, weight_decay=config.train.weight_decay
-        ),
-        jit_compile=jit_compile,
-    )
     first_epoch = _first_epoch(os.path.join(workdir, "backup"))
     dataset_options = dict(pipeline_options(data), feature_cache=feature_cache)
     train_dataset = make_dataset(
         splits["train"], preprocessor, shuffle=True, seed=config.seed,
         epochs=config.train.epochs, first_epoch=first_epoch, **dataset_options,
     )
-    validation_dataset = make_dataset(splits["validation"], preprocessor, **dataset_options)
+    validation_options = dataset_options
+    if replicas > 1:
+        # Replicas take equal slices of every batch: validation batches of
+        # one window per replica, the last partial one dropped.
+        validation_options = dict(dataset_options, batch_size=replicas, drop_remainder=True)
+        num_validation = len(story_windows(splits["validation"], data.num_context_steps,
+                                           data.window_mode))
+        if num_validation < replicas:
+            raise ValueError(
+                f"The validation split has {num_validation} windows, fewer than the "
+                f"{replicas} replicas that each take one; add stories (data.num_stories) "
+                "or raise data.validation_fraction."
+            )
+        logger.info("Validation on %d of %d windows (batches of %d).",
+                    num_validation - num_validation % replicas, num_validation, replicas)
+    validation_dataset = make_dataset(splits["validation"], preprocessor, **validation_options)
     num_windows = len(story_windows(splits["train"], data.num_context_steps, data.window_mode))
     if first_epoch:
         logger.info("Resuming %s from epoch %d", workdir, first_epoch)
@@ -176,7 +210,8 @@ def train(config, workdir, extra_callbacks=(), verbose="auto"):
     )
     if fit_model is not model:
         # Saved with the optimizer state, as a model trained from images is.
-        model.compile(optimizer=fit_model.optimizer, jit_compile=jit_compile)
+        with scope():
+            model.compile(optimizer=fit_model.optimizer, jit_compile=jit_compile)
     model.save(os.path.join(workdir, MODEL_FILE))
     plot_loss_curve(os.path.join(workdir, "history.csv"), os.path.join(workdir, "loss_curve.png"))
     return model
