@@ -129,4 +129,5 @@ def test_two_process_jax_cluster_trains(repo_root, tmp_path):
         assert "2 replicas" in stderr and "2 processes" in stderr
     histories = [_history(tmp_path / f"host{i}") for i in range(2)]
     # One global model: both hosts log the same (globally reduced) loss.
-    assert histories[0][0]["loss"] == pytest.approx(float(histories[1][0]["loss"]), rel=1e-5)
+    first, second = (float(history[0]["loss"]) for history in histories)
+    assert first == pytest.approx(second, rel=1e-5)

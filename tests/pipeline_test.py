@@ -151,3 +151,21 @@ def test_feeds_model_fit_on_the_active_backend(embedded_stories, learned_tokeniz
     history = model.fit(dataset, epochs=2, verbose=0, shuffle=False)
     losses = history.history["loss"]
     assert np.isfinite(losses).all() and losses[1] < losses[0]
+
+
+@pytest.mark.parametrize("epochs", [None, 1])
+def test_shards_together_read_the_global_batches(embedded_stories, learned_tokenizer, epochs):
+    preprocessor = StoryTextPreprocessor(learned_tokenizer, 48, 48)
+    options = dict(image_size=16, target_image_size=8, batch_size=4, shuffle=True, seed=3,
+                   epochs=epochs, drop_remainder=True)
+
+    def batches(**shard):
+        dataset = make_dataset(embedded_stories[:6], preprocessor, **options, **shard)
+        return [sorted(map(tuple, x["decoder_token_ids"].numpy().tolist())) for x, _ in dataset]
+
+    whole = batches()
+    shards = [batches(num_shards=2, shard_index=i) for i in range(2)]
+    assert len(shards[0]) == len(shards[1]) == len(whole) > 1
+    for batch, first, second in zip(whole, *shards):
+        assert len(first) == len(second) == 2
+        assert sorted(first + second) == batch

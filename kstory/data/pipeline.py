@@ -77,6 +77,8 @@ def make_dataset(
     epochs=None,
     first_epoch=0,
     feature_cache=None,
+    num_shards=1,
+    shard_index=0,
 ):
     """Builds the `(inputs, targets)` dataset that `model.fit` consumes.
 
@@ -120,6 +122,12 @@ def make_dataset(
         feature_cache: `FeatureCache` holding every frame of `stories`. Then
             windows read the frozen image encoder's features and small frames
             from it instead of decoding images (for `CachedFeatureTrainer`).
+        num_shards: int. Processes that split each batch (multi-host data
+            parallelism): this one reads every `num_shards`-th window of the
+            stream, from `shard_index`, in batches of `batch_size //
+            num_shards`; together the processes read the global batches of
+            the unsharded stream.
+        shard_index: int. This process's shard.
 
     Example:
     >>> dataset = make_dataset(stories, preprocessor, batch_size=2)
@@ -189,6 +197,13 @@ def make_dataset(
         dataset = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_windows)
     elif shuffle and not cache:
         dataset = dataset.shuffle(len(frame_indices), seed=seed, reshuffle_each_iteration=True)
+    if num_shards > 1:
+        if batch_size % num_shards:
+            raise ValueError(f"batch_size {batch_size} does not split over {num_shards} shards.")
+        if epochs is None:  # Every shard reads the same number of full batches.
+            dataset = dataset.take(len(frame_indices) // batch_size * batch_size)
+        dataset = dataset.shard(num_shards, shard_index)
+        batch_size //= num_shards
     dataset = dataset.map(load_window, num_parallel_calls=tf.data.AUTOTUNE)
     if cache:
         dataset = dataset.cache()

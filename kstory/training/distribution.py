@@ -47,11 +47,17 @@ class DataParallelSetup:
             built and compiled.
         num_replicas: int. Replicas that each take a slice of the batch.
         engine: str. The engine, for logs.
+        num_processes: int. Processes that each read a shard of every batch
+            (JAX multi-host; TensorFlow's multi-worker strategy shards the
+            dataset itself).
+        process_index: int. This process's shard.
     """
 
     scope: object
     num_replicas: int
     engine: str
+    num_processes: int = 1
+    process_index: int = 0
 
 
 def data_parallel(coordinator_address=None, num_processes=None, process_id=None):
@@ -71,12 +77,19 @@ def data_parallel(coordinator_address=None, num_processes=None, process_id=None)
         multi_host = coordinator_address or "KERAS_DISTRIBUTION_JOB_ADDRESSES" in os.environ
         if multi_host:
             keras.distribution.initialize(coordinator_address, num_processes, process_id)
+        import jax
+
         devices = keras.distribution.list_devices()
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-        processes = f", {num_processes or os.environ.get('KERAS_DISTRIBUTION_NUM_PROCESSES')} " \
-            "processes" if multi_host else ""
+        # Each process reads its own shard of every batch (make_dataset's
+        # num_shards): Keras cannot infer the batch size of kstory's pipeline
+        # to shard it.
+        keras.distribution.set_distribution(
+            keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False)
+        )
+        processes = f", {jax.process_count()} processes" if multi_host else ""
         return DataParallelSetup(
-            contextlib.nullcontext, len(devices), f"keras.distribution.DataParallel{processes}"
+            contextlib.nullcontext, len(devices), f"keras.distribution.DataParallel{processes}",
+            jax.process_count(), jax.process_index(),
         )
     if backend == "tensorflow":
         import tensorflow as tf

@@ -135,10 +135,11 @@ def train(config, workdir, extra_callbacks=(), verbose="auto", coordinator_addre
     """
     check_workdir_config(config, workdir)
     data = config.data
-    replicas, scope = 1, contextlib.nullcontext
+    replicas, scope, shards = 1, contextlib.nullcontext, {}
     if config.distribution == "data_parallel":
         setup = data_parallel(coordinator_address, num_processes, process_id)
         replicas, scope = setup.num_replicas, setup.scope
+        shards = dict(num_shards=setup.num_processes, shard_index=setup.process_index)
         if data.batch_size % replicas:
             raise ValueError(
                 f"data.batch_size {data.batch_size} (the global batch) does not split evenly "
@@ -176,7 +177,7 @@ def train(config, workdir, extra_callbacks=(), verbose="auto", coordinator_addre
             jit_compile=jit_compile,
         )
     first_epoch = _first_epoch(os.path.join(workdir, "backup"))
-    dataset_options = dict(pipeline_options(data), feature_cache=feature_cache)
+    dataset_options = dict(pipeline_options(data), feature_cache=feature_cache, **shards)
     train_dataset = make_dataset(
         splits["train"], preprocessor, shuffle=True, seed=config.seed,
         epochs=config.train.epochs, first_epoch=first_epoch, **dataset_options,
