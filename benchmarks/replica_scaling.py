@@ -16,9 +16,10 @@ import subprocess
 import sys
 
 
-def bench(devices, arguments):
+def bench(devices, arguments, data_parallel=True):
+    flags = ["--data-parallel"] if data_parallel else []
     result = subprocess.run(
-        [sys.executable, "-m", "kstory.cli", "bench", "--json", "--data-parallel", *arguments],
+        [sys.executable, "-m", "kstory.cli", "bench", "--json", *flags, *arguments],
         env=dict(os.environ, KERAS_BACKEND="jax",
                  XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}"),
         capture_output=True, text=True, check=False,
@@ -39,8 +40,9 @@ def main():
     from kstory.provenance import provenance
     from kstory.provenance import provenance_markdown
 
-    results = [bench(int(count), ["--shape", args.shape, "--steps", args.steps])
-               for count in args.devices.split(",")]
+    arguments = ["--shape", args.shape, "--steps", args.steps]
+    plain = bench(1, arguments, data_parallel=False)
+    results = [bench(int(count), arguments) for count in args.devices.split(",")]
     base = results[0]["step_ms"]
     lines = [
         f"`kstory bench --shape {args.shape} --steps {args.steps} --data-parallel` under JAX "
@@ -51,6 +53,8 @@ def main():
         "",
         "| replicas | batch per replica | ms/step | samples/s | × 1 replica |",
         "|---|---|---|---|---|",
+        f"| no distribution | {plain['batch']} | {plain['step_ms']} | {plain['samples_per_s']} | "
+        f"{plain['step_ms'] / base:.2f} |",
     ]
     for result in results:
         lines.append(
@@ -66,7 +70,7 @@ def main():
         with open(args.report, "w") as file:
             file.write("# Data-parallel replica scaling on CPU devices\n\nProduced by:\n\n")
             file.write(provenance_markdown(record) + "\n\n" + table + "\n\nRaw results:\n\n```\n")
-            file.write("\n".join(json.dumps(result) for result in results) + "\n```\n")
+            file.write("\n".join(json.dumps(result) for result in [plain, *results]) + "\n```\n")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,13 @@ under JAX the step is one program over the sharded global batch; under
 TensorFlow each replica gathers the other replicas' embeddings
 (`replica_gather`). The text loss is averaged over the global batch's tokens.
 So a data-parallel step computes the loss of the single-device step on the
-same global batch.
+same global batch, with two exceptions under TensorFlow: each replica draws
+its own dropout masks, and a trainable image encoder's batch normalisation
+uses each replica's slice of the batch (a frozen encoder, the default, uses
+its moving statistics). Under JAX both match the single-device step.
+
+On several JAX hosts each process reads its own shard of every global batch
+(`make_dataset(num_shards=..., shard_index=...)`).
 """
 
 import contextlib
