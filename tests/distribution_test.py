@@ -14,7 +14,8 @@ import pytest
 # encoder is frozen, so its batch normalisation uses its moving statistics
 # (TensorFlow replicas would normalise over their own slice of the batch).
 # Frozen, the encoder's features come from the cache, which is thus tested
-# under both engines too.
+# under both engines too. A third run is interrupted after its first epoch
+# and resumed.
 SCRIPT = """
 import json, os, sys
 
@@ -39,14 +40,33 @@ config = apply_overrides(load_config(sys.argv[1], smoke=True), [
     "train.early_stopping_patience=0", "model.tiny_text_dropout=0",
     "model.freeze_image_encoder=true",
 ])
+parallel_config = apply_overrides(config, ["distribution=data_parallel"])
 single = train(config, os.path.join(sys.argv[2], "single"), verbose=0)
-parallel = train(apply_overrides(config, ["distribution=data_parallel"]),
-                 os.path.join(sys.argv[2], "parallel"), verbose=0)
-pairs = [(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
-         for a, b in zip(single.trainable_weights, parallel.trainable_weights)]
-difference = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in pairs))
-norm = np.sqrt(sum(np.sum(a ** 2) for a, _ in pairs))
-print(json.dumps({"relative_weight_difference": float(difference / norm)}))
+parallel = train(parallel_config, os.path.join(sys.argv[2], "parallel"), verbose=0)
+
+
+class Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise KeyboardInterrupt
+
+
+resumed_dir = os.path.join(sys.argv[2], "resumed")
+try:
+    train(parallel_config, resumed_dir, extra_callbacks=[Interrupt()], verbose=0)
+except KeyboardInterrupt:
+    pass
+resumed = train(parallel_config, resumed_dir, verbose=0)
+
+
+def relative_difference(model, reference):
+    pairs = [(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+             for a, b in zip(reference.trainable_weights, model.trainable_weights)]
+    difference = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in pairs))
+    return float(difference / np.sqrt(sum(np.sum(a ** 2) for a, _ in pairs)))
+
+
+print(json.dumps({"relative_weight_difference": relative_difference(parallel, single),
+                  "resumed_weight_difference": relative_difference(resumed, parallel)}))
 """
 
 # Validation differs: data-parallel runs validate in batches of one window per
@@ -89,6 +109,9 @@ def test_data_parallel_reaches_the_single_device_loss(backend, replicas, repo_ro
     # steps while the losses agree to 1e-3; replicas out of sync, or a
     # gradient off by the replica count, would be far off.
     assert measured["relative_weight_difference"] < 0.05, measured
+    # An interrupted data-parallel run resumes to the uninterrupted one.
+    assert measured["resumed_weight_difference"] < 1e-5, measured
+    assert len(_history(tmp_path / "resumed")) == 2
 
 
 @pytest.mark.single_backend
