@@ -110,6 +110,40 @@ def _uses_feature_cache(config):
     return setting == "true" or (setting == "auto" and frozen)
 
 
+def _distribution(config, coordinator_address, num_processes, process_id):
+    """Switches on `config.distribution`: (replicas, model scope, make_dataset shards)."""
+    if config.distribution == "none":
+        return 1, contextlib.nullcontext, {}
+    setup = data_parallel(coordinator_address, num_processes, process_id)
+    batch_size = config.data.batch_size
+    if batch_size % setup.num_replicas:
+        raise ValueError(
+            f"data.batch_size {batch_size} (the global batch) does not split evenly over "
+            f"{setup.num_replicas} replicas; make it a multiple of {setup.num_replicas}."
+        )
+    logger.info("Data parallel: %s, %d replicas of %d windows each.", setup.engine,
+                setup.num_replicas, batch_size // setup.num_replicas)
+    shards = dict(num_shards=setup.num_processes, shard_index=setup.process_index)
+    return setup.num_replicas, setup.scope, shards
+
+
+def _validation_options(dataset_options, stories, data, replicas):
+    """Validation batches of one window per replica, the last partial one dropped:
+    replicas take equal slices of every batch."""
+    if replicas == 1:
+        return dataset_options
+    num_windows = len(story_windows(stories, data.num_context_steps, data.window_mode))
+    if num_windows < replicas:
+        raise ValueError(
+            f"The validation split has {num_windows} windows, fewer than the {replicas} "
+            "replicas that each take one; add stories (data.num_stories) or raise "
+            "data.validation_fraction."
+        )
+    logger.info("Validation on %d of %d windows (batches of %d).",
+                num_windows - num_windows % replicas, num_windows, replicas)
+    return dict(dataset_options, batch_size=replicas, drop_remainder=True)
+
+
 def train(config, workdir, extra_callbacks=(), verbose="auto", coordinator_address=None,
           num_processes=None, process_id=None):
     """Trains `config` in `workdir`; re-running on the same workdir resumes.
@@ -135,18 +169,8 @@ def train(config, workdir, extra_callbacks=(), verbose="auto", coordinator_addre
     """
     check_workdir_config(config, workdir)
     data = config.data
-    replicas, scope, shards = 1, contextlib.nullcontext, {}
-    if config.distribution == "data_parallel":
-        setup = data_parallel(coordinator_address, num_processes, process_id)
-        replicas, scope = setup.num_replicas, setup.scope
-        shards = dict(num_shards=setup.num_processes, shard_index=setup.process_index)
-        if data.batch_size % replicas:
-            raise ValueError(
-                f"data.batch_size {data.batch_size} (the global batch) does not split evenly "
-                f"over {replicas} replicas; make it a multiple of {replicas}."
-            )
-        logger.info("Data parallel: %s, %d replicas of %d windows each.", setup.engine,
-                    replicas, data.batch_size // replicas)
+    replicas, scope, shards = _distribution(config, coordinator_address, num_processes,
+                                            process_id)
     keras.utils.set_random_seed(config.seed)
     splits, skip_logs = load_splits(data, os.path.join(workdir, "data"))
     for log in skip_logs:
@@ -182,22 +206,10 @@ def train(config, workdir, extra_callbacks=(), verbose="auto", coordinator_addre
         splits["train"], preprocessor, shuffle=True, seed=config.seed,
         epochs=config.train.epochs, first_epoch=first_epoch, **dataset_options,
     )
-    validation_options = dataset_options
-    if replicas > 1:
-        # Replicas take equal slices of every batch: validation batches of
-        # one window per replica, the last partial one dropped.
-        validation_options = dict(dataset_options, batch_size=replicas, drop_remainder=True)
-        num_validation = len(story_windows(splits["validation"], data.num_context_steps,
-                                           data.window_mode))
-        if num_validation < replicas:
-            raise ValueError(
-                f"The validation split has {num_validation} windows, fewer than the "
-                f"{replicas} replicas that each take one; add stories (data.num_stories) "
-                "or raise data.validation_fraction."
-            )
-        logger.info("Validation on %d of %d windows (batches of %d).",
-                    num_validation - num_validation % replicas, num_validation, replicas)
-    validation_dataset = make_dataset(splits["validation"], preprocessor, **validation_options)
+    validation_dataset = make_dataset(
+        splits["validation"], preprocessor,
+        **_validation_options(dataset_options, splits["validation"], data, replicas),
+    )
     num_windows = len(story_windows(splits["train"], data.num_context_steps, data.window_mode))
     if first_epoch:
         logger.info("Resuming %s from epoch %d", workdir, first_epoch)
