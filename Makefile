@@ -2,7 +2,6 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-BACKENDS := tensorflow jax torch
 
 .PHONY: setup demo test
 
@@ -27,9 +26,10 @@ demo: setup
 # One pass per backend, as keras-hub does; then the `large` tests
 # (real checkpoints) as their own step. Slow backend-independent tests
 # (`single_backend`) run once, in the torch pass, the fastest on CPU.
-# Each pass runs test files on two workers (pytest-xdist): most of a test's
-# time is single-threaded tracing, so two cores halve the wall time.
-PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider --durations=8 -n 2 --dist loadfile
+# Each pass runs tests on two workers (pytest-xdist): most of a test's time
+# is single-threaded tracing, so two cores halve the wall time. Tests sharing
+# an expensive module fixture are kept together by an `xdist_group` mark.
+PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider --durations=8 -n 2 --dist loadgroup
 
 test: setup
 	@for backend in tensorflow jax; do \
@@ -38,7 +38,9 @@ test: setup
 	done
 	@echo "== KERAS_BACKEND=torch"
 	@KERAS_BACKEND=torch $(PYTEST) -m "not large"
-	@for backend in $(BACKENDS); do \
+	@for backend in tensorflow jax; do \
 	  echo "== large tests, KERAS_BACKEND=$$backend"; \
-	  KERAS_BACKEND=$$backend $(PYTEST) -m large || exit 1; \
+	  KERAS_BACKEND=$$backend $(PYTEST) -m "large and not single_backend" || exit 1; \
 	done
+	@echo "== large tests, KERAS_BACKEND=torch"
+	@KERAS_BACKEND=torch $(PYTEST) -m large

@@ -130,8 +130,10 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-# Two local processes as a two-host JAX cluster on loopback.
+# Two local processes as a two-host JAX cluster on loopback; a subprocess
+# test, run once (in the torch pass of the large tests).
 @pytest.mark.large
+@pytest.mark.single_backend
 def test_two_process_jax_cluster_trains(repo_root, tmp_path):
     address = f"localhost:{_free_port()}"
     processes = [

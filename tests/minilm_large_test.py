@@ -9,7 +9,7 @@ from kstory.data.pipeline import make_dataset
 from kstory.data.story_text_preprocessor import StoryTextPreprocessor
 from kstory.data.tokenizer_loading import load_tokenizer
 
-pytestmark = pytest.mark.large
+pytestmark = [pytest.mark.large, pytest.mark.xdist_group("minilm")]
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,9 @@ from kstory.data.story_reasoning_reader import read_story_reasoning
 from kstory.data.story_text_preprocessor import StoryTextPreprocessor
 from kstory.data.tokenizer_loading import load_tokenizer
 
+# Tests sharing a module fixture stay on one xdist worker (make test).
+pytestmark = pytest.mark.xdist_group("pipeline")
+
 
 @pytest.fixture(scope="module")
 def valued_stories(tmp_path_factory):

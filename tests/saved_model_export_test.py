@@ -11,6 +11,9 @@ from kstory.export.saved_model_export import export_saved_model
 from kstory.serving import SavedStoryModel
 from test_case import to_numpy
 
+# Tests sharing a module fixture stay on one xdist worker (make test).
+pytestmark = pytest.mark.xdist_group("saved_model_export")
+
 
 @pytest.fixture(scope="module")
 def trained_model(tiny_preprocessor, tiny_dataset):

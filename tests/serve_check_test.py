@@ -15,7 +15,7 @@ from kstory.training.train import train
 # Training the workdir is the slow part and the export route per backend is
 # covered by saved_model_export_test.py, so these run once, in the torch pass
 # (where `kstory export` takes the subprocess route).
-pytestmark = pytest.mark.single_backend
+pytestmark = [pytest.mark.single_backend, pytest.mark.xdist_group("serve_check")]
 
 SMOKE = ["data.num_stories=14", "train.epochs=1", "train.early_stopping_patience=0"]
 

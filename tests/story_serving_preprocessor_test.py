@@ -6,6 +6,9 @@ from kstory.data.pipeline import make_dataset
 from kstory.export.serving_files import write_serving_files
 from kstory.serving import StoryServingPreprocessor
 
+# Tests sharing a module fixture stay on one xdist worker (make test).
+pytestmark = pytest.mark.xdist_group("story_serving_preprocessor")
+
 
 @pytest.fixture(scope="module")
 def serving_dir(tiny_preprocessor, tmp_path_factory):

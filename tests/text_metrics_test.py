@@ -5,6 +5,9 @@ import pytest
 
 from kstory.evaluation import text_metrics
 
+# Tests sharing a module fixture stay on one xdist worker (make test).
+pytestmark = pytest.mark.xdist_group("text_metrics")
+
 REFERENCES = [
     "the red circle moves left at the top",
     "a blue square grows at the bottom right",

@@ -11,6 +11,9 @@ from kstory.evaluation.evaluate import evaluate
 from kstory.evaluation.predict import predict
 from kstory.training.train import train
 
+# Tests sharing a module fixture stay on one xdist worker (make test).
+pytestmark = pytest.mark.xdist_group("train")
+
 SMOKE = ["data.num_stories=14", "train.epochs=2", "train.early_stopping_patience=0"]
 
 
