@@ -8,21 +8,8 @@ Usage (from the repository root):
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 
 BACKENDS = ("tensorflow", "jax", "torch")
-
-
-def bench(backend, arguments):
-    result = subprocess.run(
-        [sys.executable, "-m", "kstory.cli", "--backend", backend, "bench", "--json", *arguments],
-        env=dict(os.environ, KERAS_BACKEND=backend), capture_output=True, text=True, check=False,
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"kstory bench under {backend} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main():
@@ -33,11 +20,14 @@ def main():
     parser.add_argument("--report", help="Write the table, with provenance, here.")
     args = parser.parse_args()
 
-    from kstory.provenance import provenance
-    from kstory.provenance import provenance_markdown
+    from kstory.benchmarks.subprocess_bench import bench_in_subprocess
+    from kstory.provenance import write_script_report
 
-    results = [bench(backend, ["--shape", args.shape, "--steps", args.steps])
-               for backend in args.backends.split(",")]
+    results = [
+        bench_in_subprocess(["--shape", args.shape, "--steps", args.steps],
+                            {"KERAS_BACKEND": backend}, f"under {backend}")
+        for backend in args.backends.split(",")
+    ]
     fastest = min(result["step_ms"] for result in results)
     lines = [
         f"`kstory bench --shape {args.shape} --steps {args.steps}` under each backend, "
@@ -55,14 +45,8 @@ def main():
     table = "\n".join(lines)
     print(table)
     if args.report:
-        record = provenance()
-        record["command"] = "python " + " ".join(sys.argv)
-        with open(args.report, "w") as file:
-            file.write("# Train-step speed on CPU, by backend\n\nProduced by:\n\n")
-            file.write(provenance_markdown(record) + "\n\n" + table + "\n\n")
-            file.write("Raw results:\n\n```\n")
-            file.write("\n".join(json.dumps(result) for result in results) + "\n```\n")
-
+        write_script_report(args.report, "Train-step speed on CPU, by backend", table,
+                            [json.dumps(result) for result in results])
 
 if __name__ == "__main__":
     main()

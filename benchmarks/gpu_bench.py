@@ -100,17 +100,10 @@ def main():
     table = "\n".join(lines)
     print(table)
     if args.report:
-        from kstory.provenance import provenance
-        from kstory.provenance import provenance_markdown
+        from kstory.provenance import write_script_report
 
-        record = provenance()
-        record["command"] = "python " + " ".join(sys.argv)
-        with open(args.report, "w") as file:
-            file.write("# Train-step speed on a GPU, against the yardsticks\n\nProduced by:\n\n")
-            file.write(provenance_markdown(record) + "\n\n" + table + "\n\nRaw results:\n\n```\n")
-            file.write("\n".join(f"{name}: {json.dumps(r)}" for name, r in results.items()))
-            file.write("\n```\n")
-
+        write_script_report(args.report, "Train-step speed on a GPU, against the yardsticks",
+                            table, [f"{name}: {json.dumps(r)}" for name, r in results.items()])
 
 if __name__ == "__main__":
     main()

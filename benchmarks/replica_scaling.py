@@ -11,22 +11,15 @@ Usage (from the repository root):
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 
 
 def bench(devices, arguments, data_parallel=True):
+    from kstory.benchmarks.subprocess_bench import bench_in_subprocess
+
     flags = ["--data-parallel"] if data_parallel else []
-    result = subprocess.run(
-        [sys.executable, "-m", "kstory.cli", "bench", "--json", *flags, *arguments],
-        env=dict(os.environ, KERAS_BACKEND="jax",
-                 XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}"),
-        capture_output=True, text=True, check=False,
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"kstory bench on {devices} devices failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    env = {"KERAS_BACKEND": "jax",
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    return bench_in_subprocess([*flags, *arguments], env, f"on {devices} devices")
 
 
 def main():
@@ -37,8 +30,7 @@ def main():
     parser.add_argument("--report")
     args = parser.parse_args()
 
-    from kstory.provenance import provenance
-    from kstory.provenance import provenance_markdown
+    from kstory.provenance import write_script_report
 
     arguments = ["--shape", args.shape, "--steps", args.steps]
     plain = bench(1, arguments, data_parallel=False)
@@ -64,14 +56,8 @@ def main():
     table = "\n".join(lines)
     print(table)
     if args.report:
-        record = provenance()
-        record["command"] = "python " + " ".join(sys.argv)
-        record["backend"] = "jax"
-        with open(args.report, "w") as file:
-            file.write("# Data-parallel replica scaling on CPU devices\n\nProduced by:\n\n")
-            file.write(provenance_markdown(record) + "\n\n" + table + "\n\nRaw results:\n\n```\n")
-            file.write("\n".join(json.dumps(result) for result in [plain, *results]) + "\n```\n")
-
+        write_script_report(args.report, "Data-parallel replica scaling on CPU devices", table,
+                            [json.dumps(result) for result in [plain, *results]], backend="jax")
 
 if __name__ == "__main__":
     main()

@@ -47,3 +47,22 @@ def provenance(config_path=None):
 def provenance_markdown(record):
     """Renders `provenance()` as the header of a results file."""
     return "\n".join(f"- {name}: `{value}`" for name, value in record.items())
+
+
+def write_script_report(path, title, table, raw_lines, **overrides):
+    """Writes a benchmark script's results file: title, provenance of the
+    script's command line, its table and the raw JSON lines.
+
+    Args:
+        path: str. The results file.
+        title: str. Its heading.
+        table: str. Markdown body.
+        raw_lines: list of str. One raw result per line.
+        **overrides: provenance fields to set (e.g. `backend="jax"`).
+    """
+    record = provenance()
+    record["command"] = "python " + " ".join(sys.argv)
+    record.update(overrides)
+    with open(path, "w") as file:
+        file.write(f"# {title}\n\nProduced by:\n\n{provenance_markdown(record)}\n\n{table}\n\n")
+        file.write("Raw results:\n\n```\n" + "\n".join(raw_lines) + "\n```\n")
