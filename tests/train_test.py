@@ -50,7 +50,7 @@ def trained(smoke_config, tmp_path_factory):
 def test_train_evaluate_predict(trained, tmp_path):
     workdir, _ = trained
     for name in ("config.json", "model.keras", "history.csv", "loss_curve.png",
-                 "checkpoints/best.weights.h5", "backup/training_metadata.json"):
+                 "checkpoints/best.weights.h5", "backup/latest/state.json"):
         assert os.path.exists(os.path.join(workdir, name)), name
     assert os.listdir(os.path.join(workdir, "logs"))
     with open(os.path.join(workdir, "history.csv")) as file:
@@ -89,8 +89,8 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(smoke_config, train
     interrupted_dir = str(tmp_path / "interrupted")
     with pytest.raises(Interrupt):
         train(smoke_config, interrupted_dir, extra_callbacks=[InterruptAfterEpoch(0)], verbose=0)
-    metadata = json.load(open(os.path.join(interrupted_dir, "backup", "training_metadata.json")))
-    assert metadata["epoch"] == 1
+    state = json.load(open(os.path.join(interrupted_dir, "backup", "latest", "state.json")))
+    assert (state["epoch"], state["step"]) == (1, 0)
     resumed = train(smoke_config, interrupted_dir, verbose=0)
     assert int(resumed.optimizer.iterations.numpy()) == int(straight.optimizer.iterations.numpy())
     for actual, expected in zip(_weights(resumed), _weights(straight)):

@@ -76,6 +76,7 @@ def make_dataset(
     drop_remainder=False,
     epochs=None,
     first_epoch=0,
+    first_step=0,
     feature_cache=None,
     num_shards=1,
     shard_index=0,
@@ -119,6 +120,8 @@ def make_dataset(
             batches, so that epoch k has the same batches whether or not the
             run was interrupted before it. Pass `steps_per_epoch` to `fit`.
         first_epoch: int. The epoch the stream starts at (a resumed run's).
+        first_step: int. Batches of `first_epoch` to skip (a run resumed
+            mid-epoch has trained on them).
         feature_cache: `FeatureCache` holding every frame of `stories`. Then
             windows read the frozen image encoder's features and small frames
             from it instead of decoding images (for `CachedFeatureTrainer`).
@@ -194,7 +197,10 @@ def make_dataset(
             )
             return tf.data.Dataset.from_tensor_slices(order[: steps * batch_size])
 
+        if not 0 <= first_step < steps:
+            raise ValueError(f"first_step must be in [0, {steps}); got {first_step}.")
         dataset = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_windows)
+        dataset = dataset.skip(first_step * batch_size)
     elif shuffle and not cache:
         dataset = dataset.shuffle(len(frame_indices), seed=seed, reshuffle_each_iteration=True)
     if num_shards > 1:

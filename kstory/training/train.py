@@ -1,6 +1,7 @@
 """Trains a `StoryModel` into a workdir, resuming an interrupted run."""
 
 import contextlib
+import csv
 import json
 import logging
 import os
@@ -20,12 +21,15 @@ from kstory.models.builders import build_story_model
 from kstory.training.cached_feature_trainer import CachedFeatureTrainer
 from kstory.training.distribution import data_parallel
 from kstory.training.loss_curve import plot_loss_curve
-from kstory.training.seed_state_backup import SeedStateBackup
+from kstory.training.non_finite_loss_guard import NonFiniteLossGuard
+from kstory.training.resumed_early_stopping import ResumedEarlyStopping
+from kstory.training.training_state_backup import TrainingStateBackup
 
 logger = logging.getLogger("kstory.train")
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
+BEST_WEIGHTS_FILE = "best.weights.h5"
 
 
 def check_workdir_config(config, workdir):
@@ -65,39 +69,79 @@ def load_workdir_config(workdir):
         return config_from_dict(json.load(file))
 
 
-def _first_epoch(backup_dir):
-    path = os.path.join(backup_dir, "training_metadata.json")
-    if not os.path.exists(path):
-        return 0
-    with open(path) as file:
-        return int(json.load(file)["epoch"])
+def _callbacks(config, workdir, backup):
+    """kstory's callbacks, in the order they must run.
 
-
-def _callbacks(config, workdir):
-    backup_dir = os.path.join(workdir, "backup")
-    save_freq = config.train.backup_every_batches or "epoch"
+    The NaN guard comes first, so it raises before anything saves a broken
+    state; the backup comes last, after the epoch's log row and checkpoint,
+    so a resume never skips them (a re-done epoch rewrites them identically).
+    """
+    history = backup.history
+    best_val_loss = min((row["val_loss"] for row in history if "val_loss" in row), default=None)
     callbacks = [
-        keras.callbacks.BackupAndRestore(backup_dir, save_freq=save_freq, delete_checkpoint=False),
-        SeedStateBackup(backup_dir, seed=config.seed, save_freq=save_freq),
-        keras.callbacks.TerminateOnNaN(),
+        NonFiniteLossGuard(
+            hint=" Lower train.learning_rate, or check the data; the last backup and "
+            f"the best checkpoint in {workdir} hold the last finite weights."
+        ),
         keras.callbacks.ModelCheckpoint(
-            os.path.join(workdir, "checkpoints", "best.weights.h5"),
+            os.path.join(workdir, "checkpoints", BEST_WEIGHTS_FILE),
             monitor="val_loss",
             save_best_only=True,
             save_weights_only=True,
+            initial_value_threshold=best_val_loss,
         ),
         keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(workdir, "logs"), write_graph=False),
     ]
     if config.train.early_stopping_patience:
         callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss",
-                patience=config.train.early_stopping_patience,
-                restore_best_weights=True,
+            ResumedEarlyStopping(
+                history, monitor="val_loss", patience=config.train.early_stopping_patience
             )
         )
-    return callbacks
+    return callbacks + [backup]
+
+
+def _rewrite_history_csv(path, history):
+    """The run's `history.csv` as the backup knows it: one row per finished epoch.
+
+    A run killed between writing an epoch's row and backing it up would
+    otherwise log that epoch twice.
+    """
+    names = sorted({name for row in history for name in row})
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=["epoch", *names])
+        if history:
+            writer.writeheader()
+        for epoch, row in enumerate(history):
+            writer.writerow({"epoch": epoch, **row})
+
+
+def _fit_phases(backup, epochs, workdir):
+    """The `fit()` calls left: `(first_epoch, epochs, first_step)` each.
+
+    A run stopped mid-epoch first finishes that epoch from its next batch,
+    then trains the later epochs.
+    """
+    first_epoch, first_step = backup.epoch, backup.step
+    if backup.stopped_early:
+        logger.info("%s stopped early at epoch %d; nothing to train.", workdir, first_epoch)
+        return []
+    if first_epoch or first_step:
+        logger.info("Resuming %s at epoch %d, batch %d.", workdir, first_epoch + 1,
+                    first_step + 1)
+    if first_step >= backup.steps_per_epoch:
+        raise ValueError(
+            f"The backup in {workdir} is at batch {first_step} of an epoch of "
+            f"{backup.steps_per_epoch} batches; the training data changed. Use a new --workdir."
+        )
+    phases = []
+    if first_step:
+        phases.append((first_epoch, first_epoch + 1, first_step))
+        first_epoch += 1
+    if first_epoch < epochs:
+        phases.append((first_epoch, epochs, 0))
+    return phases
 
 
 def _uses_feature_cache(config):
@@ -200,27 +244,42 @@ def train(config, workdir, extra_callbacks=(), verbose="auto", coordinator_addre
             ),
             jit_compile=jit_compile,
         )
-    first_epoch = _first_epoch(os.path.join(workdir, "backup"))
     dataset_options = dict(pipeline_options(data), feature_cache=feature_cache, **shards)
-    train_dataset = make_dataset(
-        splits["train"], preprocessor, shuffle=True, seed=config.seed,
-        epochs=config.train.epochs, first_epoch=first_epoch, **dataset_options,
-    )
     validation_dataset = make_dataset(
         splits["validation"], preprocessor,
         **_validation_options(dataset_options, splits["validation"], data, replicas),
     )
     num_windows = len(story_windows(splits["train"], data.num_context_steps, data.window_mode))
-    if first_epoch:
-        logger.info("Resuming %s from epoch %d", workdir, first_epoch)
-    fit_model.fit(
-        train_dataset,
-        validation_data=validation_dataset,
-        epochs=config.train.epochs,
-        steps_per_epoch=num_windows // data.batch_size,
-        callbacks=_callbacks(config, workdir) + list(extra_callbacks),
-        verbose=verbose,
+    steps_per_epoch = num_windows // data.batch_size
+    backup = TrainingStateBackup(
+        os.path.join(workdir, "backup"), steps_per_epoch, seed=config.seed,
+        every_batches=config.train.backup_every_batches,
     )
+    with scope():
+        backup.restore(fit_model)
+        # The config's rate, not the backed-up one: train.* may change on resume.
+        fit_model.optimizer.learning_rate.assign(config.train.learning_rate)
+    _rewrite_history_csv(os.path.join(workdir, "history.csv"), backup.history)
+    callbacks = _callbacks(config, workdir, backup) + list(extra_callbacks)
+    for first_epoch, epochs, first_step in _fit_phases(backup, config.train.epochs, workdir):
+        train_dataset = make_dataset(
+            splits["train"], preprocessor, shuffle=True, seed=config.seed, epochs=epochs,
+            first_epoch=first_epoch, first_step=first_step, **dataset_options,
+        )
+        fit_model.fit(
+            train_dataset,
+            validation_data=validation_dataset,
+            initial_epoch=first_epoch,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch - first_step,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        if fit_model.stop_training:
+            break
+    best_weights = os.path.join(workdir, "checkpoints", BEST_WEIGHTS_FILE)
+    if config.train.early_stopping_patience and os.path.exists(best_weights):
+        fit_model.load_weights(best_weights)
     if fit_model is not model:
         # Saved with the optimizer state, as a model trained from images is.
         with scope():
