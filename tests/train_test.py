@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -34,6 +35,22 @@ class InterruptAfterEpoch(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch == self.epoch:
             raise Interrupt(f"stopped after epoch {epoch}")
+
+
+class InterruptAfterBatch(keras.callbacks.Callback):
+    def __init__(self, batch):
+        super().__init__()
+        self.batch = batch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == self.batch:
+            raise Interrupt(f"stopped after batch {batch}")
+
+
+def _history(workdir):
+    with open(os.path.join(workdir, "history.csv")) as file:
+        header, *rows = file.read().strip().splitlines()
+    return header, [[float(value) for value in row.split(",")] for row in rows]
 
 
 def _weights(model):
@@ -84,19 +101,69 @@ def test_train_evaluate_predict(trained, tmp_path):
     assert os.path.exists(result["storyboard_path"])
 
 
-def test_interrupted_run_resumes_to_the_uninterrupted_result(smoke_config, trained, tmp_path):
-    _, straight = trained
+def test_interrupted_run_resumes_mid_epoch_to_the_uninterrupted_result(
+    smoke_config, trained, tmp_path
+):
+    # In-process on every backend; tests/training_state_backup_test.py kills a
+    # real `kstory train` process. Backing up every batch does not change the
+    # run's arithmetic, only how often it is saved.
+    straight_dir, straight = trained
+    config = apply_overrides(smoke_config, ["train.backup_every_batches=1"])
     interrupted_dir = str(tmp_path / "interrupted")
     with pytest.raises(Interrupt):
-        train(smoke_config, interrupted_dir, extra_callbacks=[InterruptAfterEpoch(0)], verbose=0)
+        train(config, interrupted_dir, extra_callbacks=[InterruptAfterBatch(2)], verbose=0)
     state = json.load(open(os.path.join(interrupted_dir, "backup", "latest", "state.json")))
-    assert (state["epoch"], state["step"]) == (1, 0)
-    resumed = train(smoke_config, interrupted_dir, verbose=0)
+    assert (state["epoch"], state["step"]) == (0, 3)
+    resumed = train(config, interrupted_dir, verbose=0)
     assert int(resumed.optimizer.iterations.numpy()) == int(straight.optimizer.iterations.numpy())
     for actual, expected in zip(_weights(resumed), _weights(straight)):
         np.testing.assert_allclose(actual, expected, atol=1e-5)
-    with open(os.path.join(interrupted_dir, "history.csv")) as file:
-        assert len(file.read().strip().splitlines()) == 1 + 2  # one row per epoch, no restart
+    # One row per epoch, the interrupted epoch's means carried over the resume.
+    header, rows = _history(interrupted_dir)
+    straight_header, straight_rows = _history(straight_dir)
+    assert header == straight_header and len(rows) == 2
+    np.testing.assert_allclose(rows, straight_rows, rtol=1e-5)
+
+
+def test_same_seed_and_config_give_the_same_run(smoke_config, trained, tmp_path):
+    straight_dir, straight = trained
+    again_dir = str(tmp_path / "again")
+    again = train(smoke_config, again_dir, verbose=0)
+    # Bitwise on CPU: the same batches, random draws and kernels.
+    assert _history(again_dir) == _history(straight_dir)
+    for actual, expected in zip(_weights(again), _weights(straight)):
+        np.testing.assert_array_equal(actual, expected)
+
+
+def test_a_nan_stops_with_one_clear_line_and_keeps_the_last_good_state(
+    repo_root, trained, tmp_path, capsys
+):
+    from kstory.cli import main
+    from kstory.training.training_state_backup import read_backup
+
+    straight_dir, _ = trained
+    workdir = str(tmp_path / "run")
+    shutil.copytree(straight_dir, workdir)
+    # The 2-epoch run, resumed for a third epoch at a rate that overflows the weights.
+    code = main(["train", "--config", f"{repo_root}/configs/tiny.py", "--smoke",
+                 "--workdir", workdir, *(f"--set={item}" for item in SMOKE),
+                 "--set", "train.epochs=3", "--set", "train.learning_rate=1e30"])
+    assert code == 1
+    error_lines = capsys.readouterr().err.strip().splitlines()
+    failures = [line for line in error_lines if line.startswith("kstory train: failed:")]
+    assert len(failures) == 1, error_lines
+    assert "at epoch 3" in failures[0] and "Lower train.learning_rate" in failures[0]
+    assert "loss=nan" in failures[0] or "loss=inf" in failures[0]
+
+    # The last good backup, checkpoint and model are whole and finite.
+    folder, state = read_backup(os.path.join(workdir, "backup"))
+    assert (state["epoch"], state["step"], len(state["history"])) == (2, 0, 2)
+    model = keras.saving.load_model(os.path.join(workdir, "model.keras"))
+    for weights in (os.path.join(workdir, "checkpoints", "best.weights.h5"),
+                    os.path.join(folder, "model.weights.h5")):
+        model.load_weights(weights)
+        assert all(np.isfinite(array).all() for array in _weights(model)), weights
+    assert _history(workdir) == _history(straight_dir)
 
 
 # The cache path's equivalence to image-fed training runs on every backend in
