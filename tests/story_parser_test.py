@@ -1,9 +1,12 @@
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
 from kstory.data.story_parse_error import StoryParseError
+from kstory.data.story_parser import clean_text
 from kstory.data.story_parser import grounded_entity_ids
 from kstory.data.story_parser import parse_story_frames
 from kstory.data.story_parser import strip_grounding_tags
@@ -39,7 +42,7 @@ def test_each_frame_gets_only_its_own_block():
         ("<gdi image1>a</gdi><gdi image2>never closed", "malformed_tags"),
         ("<gdi image1>a <gdi image2>b</gdi> c</gdi>", "malformed_tags"),
         ("<gdi image1>a</gdi><gdi image2> <gdo obj1></gdo> </gdi>", "empty_text"),
-        (None, "malformed_tags"),
+        (None, "not_text"),
     ],
 )
 def test_broken_stories_raise_typed_errors(story, reason):
@@ -48,17 +51,63 @@ def test_broken_stories_raise_typed_errors(story, reason):
     assert error.value.reason == reason
 
 
+def test_bytes_that_are_not_utf8_name_the_offset():
+    with pytest.raises(StoryParseError, match="byte 0xff at offset 13") as error:
+        parse_story_frames(b"<gdi image1>a\xff</gdi>")
+    assert error.value.reason == "not_utf8"
+
+
+def test_control_characters_become_spaces():
+    frames = parse_story_frames("<gdi image1>A\x00ball\x1b[0m rolls\x7f.</gdi>")
+    assert frames == [("A ball [0m rolls .", ())]
+
+
 def test_empty_text_error_names_the_frame():
     with pytest.raises(StoryParseError, match="Frame 2"):
         parse_story_frames("<gdi image1>a</gdi><gdi image2></gdi>")
 
 
+REASONS = ("no_frames", "frame_numbering", "malformed_tags", "empty_text", "not_utf8")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_GROUNDING_TAG = re.compile(r"</?gd[oal]\b[^>]*>")
+
+
+def _assert_frames_or_typed_error(story):
+    try:
+        frames = parse_story_frames(story)
+    except StoryParseError as error:
+        assert error.reason in REASONS
+    else:
+        assert frames
+        for frame_text, _ in frames:
+            assert frame_text and frame_text == frame_text.strip()
+            assert not _CONTROL.search(frame_text) and not _GROUNDING_TAG.search(frame_text)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet=st.sampled_from(list("<>/gdiomaeln 123\n")), max_size=80))
-def test_parser_returns_frames_or_a_typed_error_on_any_text(text):
-    try:
-        frames = parse_story_frames(text)
-    except StoryParseError as error:
-        assert error.reason in ("no_frames", "frame_numbering", "malformed_tags", "empty_text")
-    else:
-        assert frames and all(frame_text for frame_text, _ in frames)
+def test_parser_returns_frames_or_a_typed_error_on_tag_soup(text):
+    _assert_frames_or_typed_error(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(), st.binary()))
+def test_parser_returns_frames_or_a_typed_error_on_any_text_or_bytes(story):
+    _assert_frames_or_typed_error(story)
+
+
+_FRAME_TEXT = st.text(
+    alphabet=st.characters(blacklist_characters="<>", blacklist_categories=("Cs",)), max_size=30
+).filter(lambda text: clean_text(text))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_FRAME_TEXT, min_size=1, max_size=12), st.randoms())
+def test_each_frame_gets_its_own_text_in_any_block_order(texts, random):
+    order = list(range(len(texts)))
+    random.shuffle(order)
+    story = "\n".join(f"<gdi image{i + 1}><gdo char1>{texts[i]}</gdo></gdi>" for i in order)
+    frames = parse_story_frames(story)
+    assert [text for text, _ in frames] == [clean_text(text) for text in texts]
+    # The same story as UTF-8 bytes, as a binary parquet column holds it.
+    assert parse_story_frames(story.encode("utf-8")) == frames

@@ -1,3 +1,5 @@
+import collections
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,10 +21,30 @@ def test_a_story_of_n_frames_gives_n_minus_4_windows(frame_counts):
     stories = [_story(str(i), n) for i, n in enumerate(frame_counts)]
     windows = story_windows(stories)
     assert len(windows) == sum(max(n - 4, 0) for n in frame_counts)
-    for story_index, start in windows:
-        target = start + 4
-        assert target < stories[story_index].num_frames
-        assert target == start + 4
+    per_story = collections.Counter(int(story_index) for story_index, _ in windows)
+    for story_index, n in enumerate(frame_counts):
+        assert per_story[story_index] == max(n - 4, 0)
+
+
+@given(
+    st.lists(st.integers(min_value=0, max_value=15), max_size=8),
+    st.integers(min_value=1, max_value=6),
+)
+def test_the_target_is_always_the_frame_after_the_context(frame_counts, num_context_steps):
+    stories = [_story(str(i), n) for i, n in enumerate(frame_counts)]
+    targets = collections.defaultdict(list)
+    for story_index, start in story_windows(stories, num_context_steps):
+        story = stories[story_index]
+        context = story.texts[start:start + num_context_steps]
+        target = story.texts[start + num_context_steps]
+        # The frames are consecutive, and the target is the next one of the same story.
+        frames = [int(text.rsplit(" ", 1)[1]) for text in (*context, target)]
+        assert frames == list(range(start, start + num_context_steps + 1))
+        assert all(text.startswith(f"{story.story_id} ") for text in (*context, target))
+        targets[story_index].append(frames[-1])
+    for story_index, n in enumerate(frame_counts):
+        # Every frame after the first context is a target exactly once.
+        assert targets[story_index] == list(range(num_context_steps, n))
 
 
 def test_windows_cover_every_frame_as_target_once():

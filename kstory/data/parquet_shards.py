@@ -73,8 +73,21 @@ def find_shards_or_none(path, split):
         return []
 
 
+def _decoded(value):
+    """UTF-8 bytes as str; other bytes stay bytes for the reader to refuse."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value
+
+
 def iter_rows(shards, batch_size=32):
-    """Yields `(location, row)` for each row, location naming shard and row."""
+    """Yields `(location, row)` for each row, location naming shard and row.
+
+    Text columns are decoded row by row: a value that is not valid UTF-8 is
+    yielded as bytes, so one bad row cannot stop the whole shard (pyarrow
+    would raise for the batch).
+    """
     for shard in shards:
         parquet_file = pq.ParquetFile(shard)
         missing = set(STORY_REASONING_SCHEMA.names) - set(parquet_file.schema_arrow.names)
@@ -85,6 +98,18 @@ def iter_rows(shards, batch_size=32):
             )
         row_index = 0
         for batch in parquet_file.iter_batches(batch_size=batch_size):
+            text_columns = [
+                name for name, field in zip(batch.schema.names, batch.schema)
+                if pa.types.is_string(field.type) or pa.types.is_large_string(field.type)
+            ]
+            for name in text_columns:
+                index = batch.schema.get_field_index(name)
+                binary = pa.large_binary() if pa.types.is_large_string(
+                    batch.schema.field(index).type) else pa.binary()
+                batch = batch.set_column(index, name, batch.column(index).cast(binary))
             for row in batch.to_pylist():
+                for name in text_columns:
+                    if row[name] is not None:
+                        row[name] = _decoded(row[name])
                 yield f"{os.path.basename(shard)}:{row_index}", row
                 row_index += 1

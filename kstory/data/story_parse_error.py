@@ -6,8 +6,8 @@ class StoryParseError(ValueError):
 
     Args:
         reason: str. A short machine-readable code (`no_frames`,
-            `frame_numbering`, `malformed_tags`, `empty_text`), used to count
-            skips by kind.
+            `frame_numbering`, `malformed_tags`, `empty_text`, `not_utf8`,
+            `not_text`), used to count skips by kind.
         message: str. A readable explanation naming the offending frame.
     """
 

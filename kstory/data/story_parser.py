@@ -9,16 +9,28 @@ _FRAME_OPEN = re.compile(r"<gdi\b")
 _GROUNDING_OPEN = re.compile(r"<gd[oal]\b([^>]*)>")
 _GROUNDING_TAG = re.compile(r"</?gd[oal]\b[^>]*>")
 _WHITESPACE = re.compile(r"\s+")
+# C0 and C1 control characters; tab and newlines are whitespace already.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def clean_text(text):
+    """Turns control characters into spaces and normalises whitespace.
+
+    Example:
+    >>> clean_text("A\x00 ball\n  rolls.\x1b")
+    'A ball rolls.'
+    """
+    return _WHITESPACE.sub(" ", _CONTROL.sub(" ", text)).strip()
 
 
 def strip_grounding_tags(text):
-    """Removes `<gdo|gda|gdl ...>` tags and normalises whitespace.
+    """Removes `<gdo|gda|gdl ...>` tags and control characters; normalises whitespace.
 
     Example:
     >>> strip_grounding_tags("<gdo char1>James</gdo> <gda char1>enters</gda>.")
     'James enters.'
     """
-    return _WHITESPACE.sub(" ", _GROUNDING_TAG.sub("", text)).strip()
+    return clean_text(_GROUNDING_TAG.sub("", text))
 
 
 def grounded_entity_ids(text):
@@ -44,7 +56,7 @@ def parse_story_frames(story):
     not be matched to the story's images and a `StoryParseError` is raised.
 
     Args:
-        story: str. The `story` column of a StoryReasoning row.
+        story: str, or UTF-8 bytes. The `story` column of a StoryReasoning row.
 
     Returns:
         A list of `(text, entity_ids)` tuples, one per frame, in image order.
@@ -54,9 +66,17 @@ def parse_story_frames(story):
     ...     "<gdi image1>A <gdo obj1>ball</gdo>.</gdi><gdi image2>It rolls.</gdi>")
     [('A ball.', ('obj1',)), ('It rolls.', ())]
     """
+    if isinstance(story, (bytes, bytearray)):
+        try:
+            story = bytes(story).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise StoryParseError(
+                "not_utf8",
+                f"The story is not UTF-8: byte {story[error.start]:#04x} at offset {error.start}.",
+            ) from None
     if not isinstance(story, str):
         raise StoryParseError(
-            "malformed_tags", f"Expected the story as a string, got {type(story).__name__}."
+            "not_text", f"Expected the story as a string, got {type(story).__name__}."
         )
     blocks = _FRAME_BLOCK.findall(story)
     if not blocks:

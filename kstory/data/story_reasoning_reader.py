@@ -12,6 +12,8 @@ from kstory.data.story_parser import parse_story_frames
 def _candidate(location, row, skips):
     """Parses one row; returns a candidate dict or None after logging a skip."""
     story_id = row.get("story_id")
+    if isinstance(story_id, bytes):  # Not UTF-8: named by its escaped bytes.
+        story_id = story_id.decode("utf-8", "backslashreplace")
     story_id = str(story_id) if story_id not in (None, "") else location
     images = row.get("images") or []
     image_bytes = [(image or {}).get("bytes") for image in images]

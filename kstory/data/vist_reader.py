@@ -6,6 +6,7 @@ import os
 
 from kstory.data.skip_log import SkipLog
 from kstory.data.story_admission import admit_stories
+from kstory.data.story_parser import clean_text
 
 VIST_STORY_LENGTH = 5
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
@@ -20,6 +21,18 @@ def _index_images(image_dir):
             if extension.lower() in _IMAGE_EXTENSIONS:
                 index.setdefault(stem, os.path.join(root, name))
     return index
+
+
+def _photo_order(sentence):
+    try:
+        return int(sentence.get("worker_arranged_photo_order"))
+    except (TypeError, ValueError):
+        return -1
+
+
+def _not_utf8(text):
+    """Whether `text` holds bytes that were not UTF-8 (read as lone surrogates)."""
+    return any("\udc80" <= character <= "\udcff" for character in text)
 
 
 def read_vist(annotations_path, image_dir, text_field="text", validate_images=True):
@@ -45,8 +58,12 @@ def read_vist(annotations_path, image_dir, text_field="text", validate_images=Tr
         raise ValueError(
             f"text_field must be 'text' or 'original_text'; got {text_field!r}."
         )
-    with open(annotations_path, encoding="utf-8", errors="replace") as file:
-        document = json.load(file)
+    # Bytes that are not UTF-8 survive as lone surrogates, to skip their story.
+    with open(annotations_path, encoding="utf-8", errors="surrogateescape") as file:
+        try:
+            document = json.load(file)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{annotations_path} is not valid JSON: {error}") from None
     if "annotations" not in document:
         raise ValueError(
             f"{annotations_path} has no 'annotations' key; is it a VIST "
@@ -60,8 +77,15 @@ def read_vist(annotations_path, image_dir, text_field="text", validate_images=Tr
     images = _index_images(image_dir)
     candidates = []
     for story_id, story_sentences in sentences.items():
-        story_sentences.sort(key=lambda s: int(s.get("worker_arranged_photo_order", 0)))
-        orders = [int(s.get("worker_arranged_photo_order", -1)) for s in story_sentences]
+        story_sentences.sort(key=_photo_order)
+        orders = [_photo_order(s) for s in story_sentences]
+        if len(set(orders)) < len(orders):
+            skips.skip(
+                story_id,
+                "duplicate_id",
+                f"{len(orders)} sentences share this story id (photo orders {orders})",
+            )
+            continue
         if orders != list(range(VIST_STORY_LENGTH)):
             skips.skip(
                 story_id,
@@ -74,7 +98,11 @@ def read_vist(annotations_path, image_dir, text_field="text", validate_images=Tr
         if missing:
             skips.skip(story_id, "missing_image", f"no file for photo(s) {missing}")
             continue
-        texts = [" ".join(str(s.get(text_field) or "").split()) for s in story_sentences]
+        texts = [clean_text(str(s.get(text_field) or "")) for s in story_sentences]
+        not_utf8 = [i + 1 for i, text in enumerate(texts) if _not_utf8(text)]
+        if not_utf8:
+            skips.skip(story_id, "not_utf8", f"frame(s) {not_utf8} hold bytes that are not UTF-8")
+            continue
         empty = [i + 1 for i, text in enumerate(texts) if not text]
         if empty:
             skips.skip(story_id, "empty_text", f"frame(s) {empty} have no text")
