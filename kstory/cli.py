@@ -139,11 +139,16 @@ def _train(args):
     from kstory.provenance import provenance
     from kstory.training.train import train
 
+    from kstory.data.skip_log import format_skip_report
+    from kstory.training.train import SKIPPED_FILE
+
     config = _load_config(args)
     train(config, args.workdir, coordinator_address=args.coordinator_address,
           num_processes=args.num_processes, process_id=args.process_id)
     with open(os.path.join(args.workdir, "train_provenance.json"), "w") as file:
         json.dump(provenance(args.config), file, indent=2)
+    with open(os.path.join(args.workdir, SKIPPED_FILE)) as file:
+        print(format_skip_report(json.load(file)))
     print(f"Trained; model and history in {args.workdir}")
 
 

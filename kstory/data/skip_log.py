@@ -6,6 +6,26 @@ import logging
 logger = logging.getLogger("kstory.data")
 
 
+def format_skip_report(report):
+    """Text of `{source: SkipLog.to_json()}`: per source a count line, then each story.
+
+    Example:
+    >>> skips = SkipLog("fixture")
+    >>> skips.skip("17", "too_few_frames", "3 frames, need 5")
+    >>> print(format_skip_report({skips.source: skips.to_json()}))
+    fixture: skipped 1 stories {'too_few_frames': 1}
+      17: too_few_frames (3 frames, need 5)
+    """
+    lines = []
+    for source, skipped in report.items():
+        counts = skipped["counts"]
+        lines.append(f"{source}: skipped {len(skipped['stories'])} stories {counts or ''}".rstrip())
+        for entry in skipped["stories"]:
+            detail = f" ({entry['detail']})" if entry["detail"] else ""
+            lines.append(f"  {entry['story_id']}: {entry['reason']}{detail}")
+    return "\n".join(lines)
+
+
 class SkipLog:
     """Counts skipped stories by reason and logs one line per story.
 
@@ -49,6 +69,16 @@ class SkipLog:
 
     def __len__(self):
         return len(self.entries)
+
+    def to_json(self):
+        """The counts and one record per skipped story, for a run's workdir."""
+        return {
+            "counts": self.counts(),
+            "stories": [
+                {"story_id": story_id, "reason": reason, "detail": detail}
+                for story_id, reason, detail in self.entries
+            ],
+        }
 
     def summary(self):
         if not self.entries:

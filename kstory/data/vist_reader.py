@@ -9,7 +9,8 @@ from kstory.data.story_admission import admit_stories
 from kstory.data.story_parser import clean_text
 
 VIST_STORY_LENGTH = 5
-_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+# Every image a photo id may name; unreadable formats are refused when admitted.
+_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def _index_images(image_dir):

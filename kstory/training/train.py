@@ -30,6 +30,7 @@ logger = logging.getLogger("kstory.train")
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
 BEST_WEIGHTS_FILE = "best.weights.h5"
+SKIPPED_FILE = "skipped_stories.json"
 
 
 def check_workdir_config(config, workdir):
@@ -100,6 +101,14 @@ def _callbacks(config, workdir, backup):
             )
         )
     return callbacks + [backup]
+
+
+def _write_skip_report(skip_logs, path):
+    """Logs and writes which stories the readers skipped, and why, by story id."""
+    for log in skip_logs:
+        logger.info(log.summary())
+    with open(path, "w") as file:
+        json.dump({log.source: log.to_json() for log in skip_logs}, file, indent=1)
 
 
 def _rewrite_history_csv(path, history):
@@ -194,7 +203,9 @@ def train(config, workdir, extra_callbacks=(), verbose="auto", coordinator_addre
 
     With a frozen image encoder, first builds (or reuses) the feature cache
     in `cache/` and trains from it (see `train.image_feature_cache`).
-    Writes `config.json`, `backup/` (BackupAndRestore), `checkpoints/best.weights.h5`,
+    Writes `config.json`, `skipped_stories.json` (each story the readers
+    refused, by id, with the reason), `backup/` (`TrainingStateBackup`),
+    `checkpoints/best.weights.h5`,
     `history.csv`, TensorBoard `logs/`, the final `model.keras` and
     `loss_curve.png`. Each epoch's batches depend only on the seed and the
     epoch, so a resumed run sees the same batches as an uninterrupted one.
@@ -217,8 +228,7 @@ def train(config, workdir, extra_callbacks=(), verbose="auto", coordinator_addre
                                             process_id)
     keras.utils.set_random_seed(config.seed)
     splits, skip_logs = load_splits(data, os.path.join(workdir, "data"))
-    for log in skip_logs:
-        logger.info(log.summary())
+    _write_skip_report(skip_logs, os.path.join(workdir, SKIPPED_FILE))
     train_texts = [text for story in splits["train"] for text in story.texts]
     tokenizer = load_tokenizer(data.tokenizer, train_texts, data.vocabulary_size)
     preprocessor = StoryTextPreprocessor(
