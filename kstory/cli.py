@@ -274,6 +274,11 @@ def _select_backend(backend, argv):
     os.execv(sys.executable, [sys.executable, "-m", "kstory.cli", *sys.argv[1:]])
 
 
+def _one_line(error):
+    """An error as the one line the CLI prints (library messages may wrap)."""
+    return " ".join(str(error).split())
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
     try:
@@ -290,10 +295,10 @@ def main(argv=None):
         }
         code = commands[args.command](args) or 0
     except ValueError as error:
-        print(f"kstory {args.command}: error: {error}", file=sys.stderr)
+        print(f"kstory {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except RuntimeError as error:
-        print(f"kstory {args.command}: failed: {error}", file=sys.stderr)
+        print(f"kstory {args.command}: failed: {_one_line(error)}", file=sys.stderr)
         return 1
     return code
 

@@ -5,6 +5,7 @@ import importlib.util
 import os
 import typing
 
+from kstory.config_checks import check_field_types
 from kstory.data.data_config import DataConfig
 from kstory.models.model_config import ModelConfig
 from kstory.training.distribution import DISTRIBUTIONS
@@ -33,6 +34,7 @@ class Config:
     distribution: str = "none"
 
     def __post_init__(self):
+        check_field_types(self, "config")
         if self.distribution not in DISTRIBUTIONS:
             raise ValueError(
                 f"distribution must be one of {DISTRIBUTIONS}; got {self.distribution!r}."
@@ -53,7 +55,10 @@ def load_config(path, smoke=False):
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ValueError(f"{path} defines no get_config(smoke=False).")
-    config = module.get_config(smoke=smoke)
+    try:
+        config = module.get_config(smoke=smoke)
+    except TypeError as error:  # E.g. a misspelt key: an unexpected keyword argument.
+        raise ValueError(f"{path}: {error}") from None
     if not isinstance(config, Config):
         raise ValueError(f"{path}: get_config() returned {type(config).__name__}, not Config.")
     return config
@@ -88,7 +93,8 @@ def _parse_value(key, text, annotation):
         try:
             return annotation(text)
         except ValueError:
-            raise ValueError(f"{key} takes a {annotation.__name__}; got {text!r}.") from None
+            article = "an" if annotation is int else "a"
+            raise ValueError(f"{key} takes {article} {annotation.__name__}; got {text!r}.") from None
     raise ValueError(f"{key} cannot be set from the command line.")
 
 
@@ -140,10 +146,17 @@ def config_to_dict(config):
 
 def config_from_dict(values):
     """Rebuilds a `Config` from `config_to_dict`'s output (a workdir's config.json)."""
+    sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+    for name, section in sections.items():
+        known = {field.name for field in dataclasses.fields(section)}
+        unknown = sorted(set(values.get(name, {})) - known)
+        if unknown:
+            raise ValueError(
+                f"Unknown config key(s) {', '.join(f'{name}.{key}' for key in unknown)}; "
+                "was the workdir written by another kstory version?"
+            )
     return Config(
-        data=DataConfig(**values["data"]),
-        model=ModelConfig(**values["model"]),
-        train=TrainConfig(**values["train"]),
+        **{name: section(**values[name]) for name, section in sections.items()},
         seed=values["seed"],
         distribution=values.get("distribution", "none"),
     )

@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from kstory.cli import main
 
 
@@ -25,14 +27,6 @@ def test_data_command_builds_and_summarises_the_embedded_dataset(tmp_path, repo_
     assert os.path.exists(workdir / "data" / "embedded" / "data" / "train-00000-of-00001.parquet")
 
 
-def test_bad_override_fails_with_one_clear_line(tmp_path, repo_root, capsys):
-    code = main(["data", "--config", f"{repo_root}/configs/tiny.py", "--workdir", str(tmp_path),
-                 "--set", "data.bach_size=2"])
-    assert code == 2
-    error = capsys.readouterr().err
-    assert "Unknown config key 'data.bach_size'" in error
-
-
 def test_backend_flag_is_set_before_keras_loads(tmp_path, repo_root):
     backend = "jax" if os.environ.get("KERAS_BACKEND") != "jax" else "tensorflow"
     result = subprocess.run(
@@ -42,3 +36,88 @@ def test_backend_flag_is_set_before_keras_loads(tmp_path, repo_root):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"keras backend: {backend}" in result.stdout
+
+
+_CONFIG_FILE = """
+from kstory.config import Config
+from kstory.data.data_config import DataConfig
+from kstory.models.model_config import ModelConfig
+
+
+def get_config(smoke=False):
+    return Config({section})
+"""
+
+
+@pytest.fixture
+def error_cases(tmp_path, repo_root):
+    """Each bad command line, and what its one line of error must name."""
+    from kstory.config import apply_overrides
+    from kstory.config import load_config
+    from kstory.training.train import check_workdir_config
+
+    def config_file(name, section):
+        path = tmp_path / f"{name}.py"
+        path.write_text(_CONFIG_FILE.format(section=section))
+        return str(path)
+
+    tiny = ["--config", f"{repo_root}/configs/tiny.py", "--smoke"]
+    trained = str(tmp_path / "trained")
+    check_workdir_config(load_config(f"{repo_root}/configs/tiny.py", smoke=True), trained)
+    newer = tmp_path / "newer"
+    check_workdir_config(apply_overrides(load_config(tiny[1]), []), str(newer))
+    values = json.loads((newer / "config.json").read_text())
+    values["data"]["colour"] = "red"
+    (newer / "config.json").write_text(json.dumps(values))
+    return {
+        "unknown --set key": (["train", *tiny, "--set", "data.bach_size=2"], "data.bach_size"),
+        "wrong --set type": (["train", *tiny, "--set", "data.batch_size=abc"],
+                             "data.batch_size takes an int"),
+        "unknown key in a config file": (
+            ["train", "--config", config_file("typo", "data=DataConfig(bach_size=2)")],
+            "unexpected keyword argument 'bach_size'"),
+        "string for an int in a config file": (
+            ["train", "--config", config_file("text", 'data=DataConfig(batch_size="16")')],
+            "data.batch_size must be an int; got '16' (str)"),
+        "float for an int in a config file": (
+            ["train", "--config", config_file("float", "model=ModelConfig(embedding_dim=12.5)")],
+            "model.embedding_dim must be an int; got 12.5"),
+        "missing config file": (["train", "--config", str(tmp_path / "nope.py")],
+                                "No config file"),
+        "missing StoryReasoning folder": (
+            ["train", *tiny, "--set", "data.source=story_reasoning", "--set",
+             f"data.path={tmp_path}/nope"], "data.path"),
+        "missing VIST photo folder": (
+            ["train", *tiny, "--set", "data.source=vist", "--set", f"data.path={tmp_path}",
+             "--set", f"data.image_dir={tmp_path}/nope"], "data.image_dir"),
+        "missing tokenizer folder": (
+            ["train", *tiny, "--set", f"data.tokenizer={tmp_path}/nope"], "data.tokenizer"),
+        "missing text encoder folder": (
+            ["train", *tiny, "--set", f"model.text_encoder={tmp_path}/nope"],
+            "model.text_encoder"),
+        "missing image weights file": (
+            ["train", *tiny, "--set", f"model.image_weights={tmp_path}/nope.weights.h5"],
+            "model.image_weights"),
+        "workdir of another architecture": (
+            ["train", *tiny, "--set", "model.temporal_model=transformer", "--workdir", trained],
+            "differs in model.temporal_model"),
+        "workdir from another version": (["evaluate", "--workdir", str(newer)], "data.colour"),
+    }
+
+
+@pytest.mark.parametrize("case", [
+    "unknown --set key", "wrong --set type", "unknown key in a config file",
+    "string for an int in a config file", "float for an int in a config file",
+    "missing config file", "missing StoryReasoning folder", "missing VIST photo folder",
+    "missing tokenizer folder", "missing text encoder folder", "missing image weights file",
+    "workdir of another architecture", "workdir from another version",
+])
+def test_config_and_cli_errors_are_one_clear_line(case, error_cases, tmp_path, capsys):
+    argv, names = error_cases[case]
+    if "--workdir" not in argv:
+        argv = [*argv, "--workdir", str(tmp_path / "run")]
+    capsys.readouterr()
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"kstory {argv[0]}: error: ") and names in lines[0], lines[0]

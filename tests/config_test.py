@@ -26,7 +26,7 @@ def test_unknown_key_names_the_key_and_the_valid_ones():
 @pytest.mark.parametrize(
     "assignment, message",
     [
-        ("data.batch_size=four", "data.batch_size takes a int"),
+        ("data.batch_size=four", "data.batch_size takes an int"),
         ("data.cache=maybe", "data.cache takes true or false"),
         ("data.window_mode=middle", "data.window_mode must be 'all' or 'first'"),
         ("data.source=coco", "data.source must be one of"),

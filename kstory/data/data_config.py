@@ -3,6 +3,9 @@
 import dataclasses
 from typing import Optional
 
+from kstory.config_checks import check_field_types
+
+
 SOURCES = ("embedded", "story_reasoning", "vist")
 
 
@@ -69,6 +72,7 @@ class DataConfig:
     validate_images: bool = True
 
     def __post_init__(self):
+        check_field_types(self, "data")
         if self.source not in SOURCES:
             raise ValueError(f"data.source must be one of {SOURCES}; got {self.source!r}.")
         if self.window_mode not in ("all", "first"):

@@ -82,6 +82,8 @@ def load_splits(config, data_dir):
     """
     skip_logs = []
     if config.source == "vist":
+        if not os.path.isdir(os.path.expanduser(config.image_dir)):
+            raise ValueError(f"data.image_dir {config.image_dir!r} is not a folder.")
         splits = {}
         for split, file_split in (("train", "train"), ("validation", "val"), ("test", "test")):
             path = os.path.join(

@@ -54,7 +54,7 @@ def _hub_rows(name, split):
         import datasets
     except ImportError:
         raise ValueError(
-            f"{name!r} is not a local file or folder. Pass the folder of the "
+            f"data.path {name!r} is not a local file or folder. Pass the folder of the "
             "downloaded parquet shards, or install `datasets` to read from the Hub."
         ) from None
     dataset = datasets.load_dataset(name, split=split)

@@ -5,6 +5,8 @@ import os
 import keras_hub
 import tensorflow as tf
 
+from kstory.config_checks import from_preset
+
 RESERVED_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
@@ -51,12 +53,13 @@ def load_tokenizer(source, training_texts=None, vocabulary_size=1000):
         if training_texts is None:
             raise ValueError("tokenizer='learned' needs the training texts.")
         return learn_tokenizer(training_texts, vocabulary_size)
+    source = os.path.expanduser(source)
     if os.path.isdir(source):
         has_preset = os.path.exists(os.path.join(source, "tokenizer.json"))
         has_hf = os.path.exists(os.path.join(source, "vocab.txt"))
         if not (has_preset or has_hf):
             raise ValueError(
-                f"Tokenizer folder {source!r} holds neither a keras-hub preset "
+                f"data.tokenizer folder {source!r} holds neither a keras-hub preset "
                 "(tokenizer.json) nor a Hugging Face vocab.txt."
             )
-    return keras_hub.tokenizers.Tokenizer.from_preset(source)
+    return from_preset(keras_hub.tokenizers.Tokenizer.from_preset, "data.tokenizer", source)

@@ -5,6 +5,7 @@ import os
 import keras
 import keras_hub
 
+from kstory.config_checks import from_preset
 from kstory.layers.image_preprocessing import preprocessing_mode
 from kstory.models.story_backbone import StoryBackbone
 from kstory.models.story_model import StoryModel
@@ -58,7 +59,9 @@ def build_text_backbone(model_config, vocabulary_size, sequence_length):
             max_sequence_length=sequence_length,
             dropout=model_config.tiny_text_dropout,
         )
-    backbone = keras_hub.models.Backbone.from_preset(model_config.text_encoder)
+    backbone = from_preset(
+        keras_hub.models.Backbone.from_preset, "model.text_encoder", model_config.text_encoder
+    )
     if backbone.vocabulary_size != vocabulary_size:
         raise ValueError(
             f"model.text_encoder {model_config.text_encoder!r} has a vocabulary of "

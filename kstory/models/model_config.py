@@ -3,8 +3,10 @@
 import dataclasses
 from typing import Optional
 
+from kstory.config_checks import check_field_types
 from kstory.models.story_backbone import TEMPORAL_MODELS
 from kstory.models.story_model import IMAGE_LOSSES
+
 
 DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 
@@ -83,6 +85,7 @@ class ModelConfig:
     dtype_policy: str = "float32"
 
     def __post_init__(self):
+        check_field_types(self, "model")
         choices = {
             "temporal_model": TEMPORAL_MODELS,
             "image_loss": IMAGE_LOSSES,

@@ -229,6 +229,13 @@ def train(config, workdir, extra_callbacks=(), verbose="auto", coordinator_addre
     keras.utils.set_random_seed(config.seed)
     splits, skip_logs = load_splits(data, os.path.join(workdir, "data"))
     _write_skip_report(skip_logs, os.path.join(workdir, SKIPPED_FILE))
+    for split in ("train", "validation"):
+        if not splits[split]:
+            raise ValueError(
+                f"No {split} stories are left ({sum(len(log) for log in skip_logs)} skipped, "
+                f"see {os.path.join(workdir, SKIPPED_FILE)}); check data.path"
+                + (" and data.validation_fraction." if split == "validation" else ".")
+            )
     train_texts = [text for story in splits["train"] for text in story.texts]
     tokenizer = load_tokenizer(data.tokenizer, train_texts, data.vocabulary_size)
     preprocessor = StoryTextPreprocessor(

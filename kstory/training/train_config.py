@@ -2,6 +2,9 @@
 
 import dataclasses
 
+from kstory.config_checks import check_field_types
+
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -31,6 +34,7 @@ class TrainConfig:
     image_feature_cache: str = "auto"
 
     def __post_init__(self):
+        check_field_types(self, "train")
         if self.epochs < 1:
             raise ValueError(f"train.epochs must be positive; got {self.epochs}.")
         if self.learning_rate <= 0:
