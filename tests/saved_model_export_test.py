@@ -117,3 +117,8 @@ def test_saved_story_model_serves_raw_frames_and_captions(trained_model, exporte
                                                     inputs["padding_mask"][0])), atol=1e-5,
     )
     assert served.embed_images(frames[0]).shape == (4, trained_model.backbone.embedding_dim)
+    # Wrong inputs are refused by name before they reach the graph.
+    with pytest.raises(ValueError, match=r"images must have shape \(batch, 4, "):
+        served.serve({**inputs, "images": inputs["images"][:, :, :8]})
+    with pytest.raises(ValueError, match="token_ids must be integers; got float64"):
+        served.serve({**inputs, "token_ids": inputs["token_ids"] * 1.0})

@@ -68,3 +68,43 @@ def test_wrong_inputs_are_clear_errors(serving_dir, embedded_stories, tmp_path):
         preprocessor.prepare_images([np.zeros((8, 8), np.uint8)])
     with pytest.raises(ValueError, match="is not a kstory export"):
         StoryServingPreprocessor(str(tmp_path))
+
+
+def test_check_inputs_names_wrong_shapes_and_dtypes(serving_dir, embedded_stories):
+    preprocessor = StoryServingPreprocessor(serving_dir)
+    story = embedded_stories[0]
+    good = preprocessor.prepare(list(story.images[:4]), list(story.texts[:4]))
+    steps, size = preprocessor.num_context_steps, preprocessor.image_size
+    length = preprocessor.metadata["sequence_length"]
+    checked = preprocessor.check_inputs(
+        {**good, "token_ids": good["token_ids"].astype("int64"),
+         "padding_mask": good["padding_mask"].astype(bool)}
+    )
+    assert {name: value.dtype.name for name, value in checked.items()} == {
+        "images": "uint8", "token_ids": "int32", "padding_mask": "int32"}
+    np.testing.assert_array_equal(checked["token_ids"], good["token_ids"])
+    assert preprocessor.check_inputs({**good, "images": good["images"] / 1.0})[
+        "images"].dtype == np.float32
+
+    images = good["images"]
+    cases = [
+        ({**good, "images": images[:, :3]},
+         rf"images must have shape \(batch, {steps}, {size}, {size}, 3\); got \(1, 3,"),
+        ({**good, "images": images[..., 0]}, r"images must have shape .* got \(1, 4, "),
+        ({**good, "images": images[0]}, r"images must have shape \(batch, .*; got \(4, "),
+        ({**good, "token_ids": good["token_ids"][..., :-1]},
+         rf"token_ids must have shape \(batch, {steps}, {length}\)"),
+        ({**good, "images": images.astype("int64")}, "images must be uint8 or float, 0-255; "
+                                                     "got int64"),
+        ({**good, "token_ids": good["token_ids"].astype("float32")},
+         "token_ids must be integers; got float32"),
+        ({**good, "padding_mask": np.full(good["padding_mask"].shape, "x")},
+         "padding_mask must be integers or booleans; got <U1"),
+        ({**good, "padding_mask": np.concatenate([good["padding_mask"]] * 2)},
+         "disagree on the batch size"),
+        ({"images": images}, r"lack \['padding_mask', 'token_ids'\]"),
+        ([images], "must be a dict"),
+    ]
+    for inputs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            preprocessor.check_inputs(inputs)

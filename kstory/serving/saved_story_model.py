@@ -29,12 +29,16 @@ class SavedStoryModel:
         self.saved_model = tf.saved_model.load(export_dir)
 
     def serve(self, inputs):
-        """Runs the `serve` signature on prepared inputs; numpy outputs."""
-        signature = self.saved_model.serve
-        if np.asarray(inputs["images"]).dtype != np.uint8:
-            signature = self.saved_model.serve_float
-            inputs = {**inputs, "images": np.asarray(inputs["images"], "float32")}
-        outputs = signature({name: inputs[name] for name in ("images", "token_ids", "padding_mask")})
+        """Runs the `serve` signature on prepared inputs; numpy outputs.
+
+        Inputs of a wrong shape or dtype raise a `ValueError` naming the input
+        and what the export takes (see `StoryServingPreprocessor.check_inputs`);
+        float images go to the `serve_float` signature.
+        """
+        inputs = self.preprocessor.check_inputs(inputs)
+        uint8 = inputs["images"].dtype == np.uint8
+        signature = self.saved_model.serve if uint8 else self.saved_model.serve_float
+        outputs = signature(inputs)
         return {name: value.numpy() for name, value in outputs.items()}
 
     def predict(self, frames, captions):

@@ -22,6 +22,22 @@ def _serving_dir(export_dir):
     )
 
 
+def _serving_dtype(name, value):
+    """`value` in the dtype its signature takes, or a `ValueError` naming it."""
+    kind = value.dtype.kind
+    if name == "images":
+        if value.dtype == np.uint8:
+            return value
+        if kind == "f":
+            return value.astype("float32")
+        hint = "uint8 or float, 0-255"
+    elif kind in "iu" or (name == "padding_mask" and kind == "b"):
+        return value.astype("int32")
+    else:
+        hint = "integers" if name == "token_ids" else "integers or booleans"
+    raise ValueError(f"{name} must be {hint}; got {value.dtype}.")
+
+
 class StoryServingPreprocessor:
     """Prepares raw inputs for an exported story model and decodes its ids.
 
@@ -101,6 +117,56 @@ class StoryServingPreprocessor:
             "token_ids": flat["token_ids"].reshape(shape),
             "padding_mask": flat["padding_mask"].reshape(shape),
         }
+
+    def input_shapes(self):
+        """The shapes the export's `serve` signature takes, `None` for the batch."""
+        steps, size = self.num_context_steps, self.image_size
+        length = self.metadata["sequence_length"]
+        return {
+            "images": (None, steps, size, size, 3),
+            "token_ids": (None, steps, length),
+            "padding_mask": (None, steps, length),
+        }
+
+    def check_inputs(self, inputs):
+        """Checks prepared inputs against the export; returns them as it takes them.
+
+        `images` must be uint8 or float (both 0-255; floats go to the float
+        signature as float32), `token_ids` integers and `padding_mask` integers
+        or booleans (both become int32). Shapes must match the export's, with
+        one batch size for all inputs.
+
+        Args:
+            inputs: dict of arrays, e.g. from `prepare`.
+
+        Returns:
+            dict of numpy arrays in the dtypes the signature takes.
+
+        Example:
+        >>> preprocessor.check_inputs({"images": np.zeros((1, 4, 32, 32), "uint8"), ...})
+        ... # doctest: +SKIP
+        ValueError: images must have shape (batch, 4, 32, 32, 3); got (1, 4, 32, 32).
+        """
+        shapes = self.input_shapes()
+        if not isinstance(inputs, dict):
+            raise ValueError(f"Inputs must be a dict with keys {sorted(shapes)}; "
+                             f"got {type(inputs).__name__}.")
+        missing = sorted(set(shapes) - set(inputs))
+        if missing:
+            raise ValueError(f"Inputs lack {missing}; the export takes {sorted(shapes)}.")
+        checked, batch_sizes = {}, {}
+        for name, shape in shapes.items():
+            value = np.asarray(inputs[name])
+            expected = "(" + ", ".join("batch" if d is None else str(d) for d in shape) + ")"
+            if value.ndim != len(shape) or any(
+                d is not None and d != actual for d, actual in zip(shape, value.shape)
+            ):
+                raise ValueError(f"{name} must have shape {expected}; got {value.shape}.")
+            checked[name] = _serving_dtype(name, value)
+            batch_sizes[name] = value.shape[0]
+        if len(set(batch_sizes.values())) > 1:
+            raise ValueError(f"Inputs disagree on the batch size: {batch_sizes}.")
+        return checked
 
     def decode(self, token_ids):
         """Generated ids -> captions: the text between `[CLS]` and `[SEP]`."""
