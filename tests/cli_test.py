@@ -3,9 +3,11 @@ import os
 import subprocess
 import sys
 
+import bad_data
 import pytest
 
 from kstory.cli import main
+from kstory.data.parquet_shards import write_shards
 
 
 def test_data_command_builds_and_summarises_the_embedded_dataset(tmp_path, repo_root, capsys):
@@ -69,6 +71,11 @@ def error_cases(tmp_path, repo_root):
     values = json.loads((newer / "config.json").read_text())
     values["data"]["colour"] = "red"
     (newer / "config.json").write_text(json.dumps(values))
+    only_broken = str(tmp_path / "only_broken")
+    train_rows, _, _ = bad_data.story_reasoning_rows()
+    broken = [row for row in train_rows if row["story_id"] in ("short", "zero", "tiff")]
+    write_shards(broken, only_broken, "train")
+    write_shards(broken, only_broken, "test")
     return {
         "unknown --set key": (["train", *tiny, "--set", "data.bach_size=2"], "data.bach_size"),
         "wrong --set type": (["train", *tiny, "--set", "data.batch_size=abc"],
@@ -102,6 +109,9 @@ def error_cases(tmp_path, repo_root):
             ["train", *tiny, "--set", "model.temporal_model=transformer", "--workdir", trained],
             "differs in model.temporal_model"),
         "workdir from another version": (["evaluate", "--workdir", str(newer)], "data.colour"),
+        "no usable story": (
+            ["train", *tiny, "--set", "data.source=story_reasoning", "--set",
+             f"data.path={only_broken}"], "No train stories are left (6 skipped"),
     }
 
 
@@ -110,7 +120,7 @@ def error_cases(tmp_path, repo_root):
     "string for an int in a config file", "float for an int in a config file",
     "missing config file", "missing StoryReasoning folder", "missing VIST photo folder",
     "missing tokenizer folder", "missing text encoder folder", "missing image weights file",
-    "workdir of another architecture", "workdir from another version",
+    "workdir of another architecture", "workdir from another version", "no usable story",
 ])
 def test_config_and_cli_errors_are_one_clear_line(case, error_cases, tmp_path, capsys):
     argv, names = error_cases[case]

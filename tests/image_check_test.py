@@ -28,3 +28,15 @@ def test_bad_images_say_why(tmp_path):
     assert image_problem(b"GIF89a nonsense").startswith("undecodable image")
     assert image_problem(good[: len(good) // 2]).startswith("undecodable image")
     assert image_problem(str(tmp_path / "absent.png")).startswith("no file at")
+
+
+def test_formats_the_pipeline_cannot_decode_are_refused():
+    for image_format, readable in (("TIFF", False), ("WEBP", True), ("BMP", True),
+                                   ("GIF", True), ("JPEG", True)):
+        buffer = io.BytesIO()
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(buffer, format=image_format)
+        problem = image_problem(buffer.getvalue())
+        if readable:
+            assert problem is None, image_format
+        else:
+            assert problem.startswith(f"unsupported image format {image_format}")

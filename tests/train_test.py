@@ -114,6 +114,10 @@ def test_interrupted_run_resumes_mid_epoch_to_the_uninterrupted_result(
         train(config, interrupted_dir, extra_callbacks=[InterruptAfterBatch(2)], verbose=0)
     state = json.load(open(os.path.join(interrupted_dir, "backup", "latest", "state.json")))
     assert (state["epoch"], state["step"]) == (0, 3)
+    # As if a kill fell between an epoch's log row and its backup: the resumed
+    # run keeps only the rows the backup knows.
+    with open(os.path.join(interrupted_dir, "history.csv"), "a") as file:
+        file.write("0,1.0,1.0,1.0,1.0,1.0,1.0,1.0,1.0\n")
     resumed = train(config, interrupted_dir, verbose=0)
     assert int(resumed.optimizer.iterations.numpy()) == int(straight.optimizer.iterations.numpy())
     for actual, expected in zip(_weights(resumed), _weights(straight)):

@@ -84,3 +84,10 @@ def test_not_a_vist_file(tmp_path):
     path.write_text("{}")
     with pytest.raises(ValueError, match="annotations"):
         read_vist(str(path), str(tmp_path))
+
+
+def test_a_file_that_is_not_json_is_named(tmp_path):
+    path = tmp_path / "train.story-in-sequence.json"
+    path.write_bytes(b'{"annotations": [\xff')
+    with pytest.raises(ValueError, match="train.story-in-sequence.json is not valid JSON"):
+        read_vist(str(path), str(tmp_path))

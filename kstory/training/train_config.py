@@ -15,9 +15,11 @@ class TrainConfig:
         learning_rate: float. AdamW learning rate (1e-4 in the paper).
         weight_decay: float. AdamW weight decay.
         early_stopping_patience: int. Epochs without a better validation loss
-            before stopping; 0 turns early stopping off.
-        backup_every_batches: int. Also back up mid-epoch every this many
-            batches for resume; 0 backs up at epoch ends only.
+            before stopping; 0 turns early stopping off. With it on, the saved
+            model holds the best validation epoch's weights.
+        backup_every_batches: int. Also back up the training state every
+            this many batches, so that a killed run resumes mid-epoch; 0
+            backs up at epoch ends only.
         jit_compile: str. `"auto"`, `"true"` or `"false"`.
         image_feature_cache: str. Train from cached features of the frozen
             image encoder (`kstory.data.feature_cache`): `"auto"` does when
