@@ -172,3 +172,20 @@ def test_shards_together_read_the_global_batches(embedded_stories, learned_token
     for batch, first, second in zip(whole, *shards):
         assert len(first) == len(second) == 2
         assert sorted(first + second) == batch
+
+
+def test_a_resumed_stream_skips_the_batches_already_trained(valued_stories,
+                                                             valued_preprocessor):
+    options = dict(image_size=8, target_image_size=8, batch_size=2, shuffle=True, seed=5,
+                   epochs=3)
+
+    def batches(**position):
+        dataset = make_dataset(valued_stories, valued_preprocessor, **options, **position)
+        return [inputs["decoder_token_ids"].numpy().tolist() for inputs, _ in dataset]
+
+    whole = batches()
+    steps = len(whole) // 3
+    # Resumed in epoch 2 after 1 batch: the rest of the same stream.
+    assert batches(first_epoch=1, first_step=1) == whole[steps + 1:]
+    with pytest.raises(ValueError, match=rf"first_step must be in \[0, {steps}\)"):
+        make_dataset(valued_stories, valued_preprocessor, **options, first_step=steps)

@@ -18,23 +18,15 @@ pytestmark = pytest.mark.xdist_group("train")
 SMOKE = ["data.num_stories=14", "train.epochs=2", "train.early_stopping_patience=0"]
 
 
-@pytest.fixture(scope="module")
+# Session-scoped: xdist may run other modules' tests between this group's, which
+# would tear a module fixture down and train it again.
+@pytest.fixture(scope="session")
 def smoke_config(repo_root):
     return apply_overrides(load_config(f"{repo_root}/configs/tiny.py", smoke=True), SMOKE)
 
 
 class Interrupt(Exception):
     pass
-
-
-class InterruptAfterEpoch(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise Interrupt(f"stopped after epoch {epoch}")
 
 
 class InterruptAfterBatch(keras.callbacks.Callback):
@@ -57,7 +49,7 @@ def _weights(model):
     return [keras.ops.convert_to_numpy(v) for v in model.weights]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(smoke_config, tmp_path_factory):
     """One uninterrupted smoke run: its workdir and the trained model."""
     workdir = str(tmp_path_factory.mktemp("straight") / "run")
@@ -183,10 +175,12 @@ def test_frozen_encoder_trains_from_the_feature_cache_and_resumes(
     monkeypatch.setattr(
         feature_cache, "_write_arrays", lambda *args: builds.append(1) or write_arrays(*args)
     )
-    config = apply_overrides(smoke_config, ["model.freeze_image_encoder=true"])
+    config = apply_overrides(
+        smoke_config, ["model.freeze_image_encoder=true", "train.backup_every_batches=1"]
+    )
     workdir = str(tmp_path / "run")
     with pytest.raises(Interrupt):
-        train(config, workdir, extra_callbacks=[InterruptAfterEpoch(0)], verbose=0)
+        train(config, workdir, extra_callbacks=[InterruptAfterBatch(2)], verbose=0)
     model = train(config, workdir, verbose=0)
     assert builds == [1]  # The resumed run reused the cache.
     (cache_dir,) = os.listdir(os.path.join(workdir, "cache", "image_features"))

@@ -180,20 +180,20 @@ class TrainingStateBackup(keras.callbacks.Callback):
 
     def _save(self, epoch, step):
         model = self.model
-        for variable in model.trainable_variables:
-            if not np.all(np.isfinite(keras.ops.convert_to_numpy(variable.value))):
+        for variable in model.weights:
+            if not np.all(np.isfinite(keras.ops.convert_to_numpy(variable))):
                 raise NonFiniteLossError(
-                    f"weight {variable.path} is not finite at epoch {epoch + 1}, "
-                    f"step {step}; the backup was not overwritten."
+                    f"Training stopped: weight {variable.path} is not finite after batch "
+                    f"{self.step} of epoch {self.epoch + 1}; the last backup was kept."
                 )
         incoming = os.path.join(self.backup_dir, "incoming")
         shutil.rmtree(incoming, ignore_errors=True)
         os.makedirs(incoming)
         model.save_weights(os.path.join(incoming, WEIGHTS_FILE))
         arrays = {
-            **{f"seed_{i}": keras.ops.convert_to_numpy(v.value)
+            **{f"seed_{i}": keras.ops.convert_to_numpy(v)
                for i, v in enumerate(self._seed_states())},
-            **{f"metric_{i}": keras.ops.convert_to_numpy(v.value)
+            **{f"metric_{i}": keras.ops.convert_to_numpy(v)
                for i, v in enumerate(self._metric_variables())},
             **_global_generator_state(),
         }
