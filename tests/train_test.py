@@ -131,15 +131,20 @@ def test_same_seed_and_config_give_the_same_run(smoke_config, trained, tmp_path)
         np.testing.assert_array_equal(actual, expected)
 
 
-def test_a_nan_stops_with_one_clear_line_and_keeps_the_last_good_state(
-    repo_root, trained, tmp_path, capsys
+def test_a_finished_run_reruns_as_is_and_a_nan_stops_it_with_one_clear_line(
+    repo_root, smoke_config, trained, tmp_path, capsys
 ):
     from kstory.cli import main
     from kstory.training.training_state_backup import read_backup
 
-    straight_dir, _ = trained
+    straight_dir, straight = trained
     workdir = str(tmp_path / "run")
     shutil.copytree(straight_dir, workdir)
+    # Re-running a finished run trains nothing and changes nothing.
+    again = train(smoke_config, workdir, verbose=0)
+    for actual, expected in zip(_weights(again), _weights(straight)):
+        np.testing.assert_array_equal(actual, expected)
+    assert _history(workdir) == _history(straight_dir)
     # The 2-epoch run, resumed for a third epoch at a rate that overflows the weights.
     code = main(["train", "--config", f"{repo_root}/configs/tiny.py", "--smoke",
                  "--workdir", workdir, *(f"--set={item}" for item in SMOKE),
