@@ -225,11 +225,13 @@ def test_evaluate_needs_a_trained_workdir(tmp_path):
 # Backend-independent glue over train() and evaluate(), which run on every
 # backend above; `make test` runs this one in the torch pass only, to save time.
 @pytest.mark.single_backend
-def test_contrastive_ablation_writes_a_comparison(smoke_config, tmp_path):
+def test_contrastive_ablation_writes_a_comparison(smoke_config, trained, tmp_path):
     from kstory.evaluation.ablation import format_ablation
     from kstory.evaluation.ablation import run_contrastive_ablation
 
-    config = apply_overrides(smoke_config, ["train.epochs=1"])
+    # The run with the contrastive loss is the trained one: it resumes as finished.
+    config = smoke_config
+    shutil.copytree(trained[0], tmp_path / "contrastive")
     results = run_contrastive_ablation(config, str(tmp_path))
     assert set(results) == {"contrastive", "no_contrastive"}
     off_config = json.load(open(tmp_path / "no_contrastive" / "config.json"))
