@@ -234,7 +234,9 @@ def run_train_step_bench(shape_name, steps=20, warmup_steps=3, batch_size=None,
         "build_s": round(build_s, 2),
         "compile_s": round(warm - start, 2),
         "step_ms": round(1000 * (end - warm) / steps, 2),
-        "samples_per_s": round(batch * steps / (end - warm), 1),
+        # Three significant digits: one decimal place would round a slow
+        # machine's 0.546 to 0.5.
+        "samples_per_s": float(f"{batch * steps / (end - warm):.3g}"),
         "peak_host_memory_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "peak_device_memory_mib": _peak_device_memory_mib(),
         "params": model.count_params(),
