@@ -189,3 +189,6 @@ def test_a_resumed_stream_skips_the_batches_already_trained(valued_stories,
     assert batches(first_epoch=1, first_step=1) == whole[steps + 1:]
     with pytest.raises(ValueError, match=rf"first_step must be in \[0, {steps}\)"):
         make_dataset(valued_stories, valued_preprocessor, **options, first_step=steps)
+    with pytest.raises(ValueError, match="pass epochs"):
+        make_dataset(valued_stories, valued_preprocessor, **{**options, "epochs": None},
+                     first_step=1)

@@ -178,6 +178,8 @@ def make_dataset(
         targets = {"next_image": batch["next_image"], "next_token_ids": text["next_token_ids"]}
         return inputs, targets
 
+    if first_step and epochs is None:
+        raise ValueError("make_dataset(first_step=...) resumes the training stream; pass epochs.")
     dataset = tf.data.Dataset.from_tensor_slices(frame_indices.astype(np.int64))
     if epochs is not None:
         if cache or not shuffle:
