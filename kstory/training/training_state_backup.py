@@ -92,7 +92,7 @@ class TrainingStateBackup(keras.callbacks.Callback):
         self.steps_per_epoch = steps_per_epoch
         self.seed = seed
         self.every_batches = every_batches
-        _, state = read_backup(backup_dir)
+        self._folder, state = read_backup(backup_dir)
         state = state or {"epoch": 0, "step": 0, "history": []}
         self.epoch, self.step = state["epoch"], state["step"]
         self.history = state["history"]
@@ -118,7 +118,7 @@ class TrainingStateBackup(keras.callbacks.Callback):
         if self.restored:
             return
         self.restored = True
-        folder, _ = read_backup(self.backup_dir)
+        folder = self._folder
         if folder is None:
             return
         model = self.model
