@@ -123,7 +123,9 @@ class FeatureCache:
         """A tf.data map: a window's global frame indices -> its cached arrays.
 
         Returns `image_features`, `last_frames` (the last two context frames,
-        or one with a single step) and the `next_image` target in [0, 1].
+        or one with a single step), the `next_image` target in [0, 1] and
+        `frame_keys`, the context frames' cache rows (one row per distinct
+        frame, so equal frames have equal keys).
         """
         frame_rows = self.rows(stories)
         num_last = min(2, num_context_steps)
@@ -135,12 +137,14 @@ class FeatureCache:
                 np.asarray(features[rows[:num_context_steps]]),
                 np.asarray(last_frames[rows[num_context_steps - num_last : num_context_steps]]),
                 np.asarray(targets[rows[num_context_steps]]),
+                rows[:num_context_steps].astype(np.int32),
             )
 
         def load_frames(indices):
-            window_features, window_last_frames, target = tf.numpy_function(
-                fetch, [indices], [tf.float32, tf.uint8, tf.uint8], stateful=False
+            window_features, window_last_frames, target, keys = tf.numpy_function(
+                fetch, [indices], [tf.float32, tf.uint8, tf.uint8, tf.int32], stateful=False
             )
+            keys.set_shape((num_context_steps,))
             window_features.set_shape((num_context_steps, features.shape[1]))
             window_last_frames.set_shape((num_last, *last_frames.shape[1:]))
             target.set_shape(targets.shape[1:])
@@ -148,6 +152,7 @@ class FeatureCache:
                 "image_features": window_features,
                 "last_frames": window_last_frames,
                 "next_image": tf.cast(target, tf.float32) / 255.0,
+                "frame_keys": keys,
             }
 
         return load_frames

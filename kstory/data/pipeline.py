@@ -1,5 +1,7 @@
 """The tf.data pipeline from `Story` records to model-ready batches."""
 
+import hashlib
+
 import numpy as np
 import tensorflow as tf
 
@@ -80,6 +82,7 @@ def make_dataset(
     feature_cache=None,
     num_shards=1,
     shard_index=0,
+    frame_keys=False,
 ):
     """Builds the `(inputs, targets)` dataset that `model.fit` consumes.
 
@@ -99,6 +102,10 @@ def make_dataset(
           3)` in [0, 1].
         - `next_token_ids`: `(batch, L')`, the decoder input shifted left by
           one, ending in `[SEP]` and padding.
+        - With `frame_keys`, `context_frame_keys`: int32 `(batch,
+          num_context_steps)`, equal for context frames with the same encoded
+          bytes, so that `StoryModel`'s contrastive loss does not take a
+          frame for a negative of itself.
 
     Args:
         stories: list of `Story`.
@@ -131,6 +138,9 @@ def make_dataset(
             num_shards`; together the processes read the global batches of
             the unsharded stream.
         shard_index: int. This process's shard.
+        frame_keys: bool. Add the `context_frame_keys` target (`kstory
+            train` does). Off by default: a model compiled with one loss
+            per target would find no loss for it.
 
     Example:
     >>> dataset = make_dataset(stories, preprocessor, batch_size=2)
@@ -176,6 +186,8 @@ def make_dataset(
             "decoder_token_ids": text["decoder_token_ids"],
         }
         targets = {"next_image": batch["next_image"], "next_token_ids": text["next_token_ids"]}
+        if frame_keys:
+            targets["context_frame_keys"] = batch["frame_keys"]
         return inputs, targets
 
     if first_step and epochs is None:
@@ -222,22 +234,84 @@ def make_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def frame_key(encoded):
+    """A 31-bit key of a frame's encoded bytes: equal bytes, equal keys."""
+    digest = hashlib.blake2b(encoded, digest_size=4).digest()
+    return int.from_bytes(digest, "little") & 0x7FFFFFFF
+
+
 def _frame_loader(stories, num_context_steps, image_size, target_image_size):
-    """Window frame indices -> decoded `images` and the `next_image` target."""
+    """Window frame indices -> decoded `images`, their keys and the `next_image` target."""
     frame_images = [image for story in stories for image in story.images]
 
     def fetch_images(indices):
-        return np.array([read_image(frame_images[i]) for i in indices], dtype=object)
+        encoded = [read_image(frame_images[i]) for i in indices]
+        keys = [frame_key(data) for data in encoded[:num_context_steps]]
+        return np.array(encoded, dtype=object), np.array(keys, np.int32)
 
     def load_frames(indices):
-        encoded = tf.numpy_function(fetch_images, [indices], tf.string, stateful=False)
+        encoded, keys = tf.numpy_function(
+            fetch_images, [indices], [tf.string, tf.int32], stateful=False
+        )
         encoded.set_shape((num_context_steps + 1,))
+        keys.set_shape((num_context_steps,))
         context = tf.map_fn(
             lambda data: decode_frame(data, image_size),
             encoded[:num_context_steps],
             fn_output_signature=tf.TensorSpec((image_size, image_size, 3), tf.uint8),
         )
         target = decode_frame(encoded[num_context_steps], target_image_size)
-        return {"images": context, "next_image": tf.cast(target, tf.float32) / 255.0}
+        return {
+            "images": context,
+            "next_image": tf.cast(target, tf.float32) / 255.0,
+            "frame_keys": keys,
+        }
 
     return load_frames
+
+
+SHUFFLED_MODALITIES = ("images", "captions")
+
+
+def shuffle_context(dataset, modality, num_windows, batch_size):
+    """Pairs each window with another window's context images or captions.
+
+    The input-reliance check: a model that uses a modality scores worse when
+    that modality comes from another story. Window `i` gets the context
+    `modality` of window `(i + num_windows // 2) % num_windows`, everything
+    else (the other modality, the targets) its own. The shift is a fixed
+    derangement, so the check is deterministic, needs no second copy of the
+    split in memory, and for more than a few windows pairs windows of
+    different stories.
+
+    Args:
+        dataset: an ordered, unshuffled `make_dataset` dataset.
+        modality: str. `"images"` (or cached `image_features` and
+            `last_frames`) or `"captions"` (`token_ids` and `padding_mask`).
+        num_windows: int. Windows in `dataset`.
+        batch_size: int. Windows per batch of the result.
+    """
+    if modality not in SHUFFLED_MODALITIES:
+        raise ValueError(f"modality must be one of {SHUFFLED_MODALITIES}; got {modality!r}.")
+    if num_windows < 2:
+        raise ValueError(f"Shuffling needs at least 2 windows; got {num_windows}.")
+    keys = (
+        ("images", "image_features", "last_frames")
+        if modality == "images"
+        else ("token_ids", "padding_mask")
+    )
+    windows = dataset.unbatch()
+    donors = windows.repeat().skip(num_windows // 2)
+
+    @tf.autograph.experimental.do_not_convert  # Plain Python: nothing to convert.
+    def swap(own, donor):
+        inputs, targets = own
+        donor_inputs = donor[0]
+        inputs = {
+            name: donor_inputs[name] if name in keys else value
+            for name, value in inputs.items()
+        }
+        return inputs, targets
+
+    paired = tf.data.Dataset.zip(windows, donors).map(swap)
+    return paired.batch(batch_size).prefetch(tf.data.AUTOTUNE)

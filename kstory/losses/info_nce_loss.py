@@ -13,6 +13,9 @@ class InfoNCELoss(keras.losses.Loss):
     mean of the image->text and text->image cross-entropies, computed in
     float32 whatever the dtype of the logits.
 
+    Duplicates among the candidates can be masked with
+    `info_nce(..., not_negative=...)`.
+
     Args:
         name: str. Name of the loss.
 
@@ -33,7 +36,10 @@ class InfoNCELoss(keras.losses.Loss):
         return info_nce(y_true, y_pred, ops.transpose(y_pred))
 
 
-def info_nce(labels, image_to_text, text_to_image):
+_MASKED_LOGIT = -1e9
+
+
+def info_nce(labels, image_to_text, text_to_image, not_negative=None):
     """Per-row symmetric InfoNCE from the two directions' logits.
 
     Row i of `image_to_text` scores image i against every candidate text, and
@@ -41,8 +47,19 @@ def info_nce(labels, image_to_text, text_to_image):
     is the column of the matching pair. With all candidates in the batch the
     two are transposes (`InfoNCELoss`); with candidates gathered from other
     replicas they are two rectangular matrices.
+
+    `not_negative[i, j]`, when given, marks candidates j that are copies of
+    row i's pair (the same caption or the same frame). They are left out of
+    both softmaxes, except the labelled column itself.
     """
     labels = ops.cast(labels, "int32")
+    if not_negative is not None:
+        columns = ops.arange(ops.shape(image_to_text)[1])
+        masked = ops.logical_and(
+            ops.cast(not_negative, "bool"), ops.not_equal(labels[:, None], columns[None, :])
+        )
+        image_to_text = ops.where(masked, _MASKED_LOGIT, ops.cast(image_to_text, "float32"))
+        text_to_image = ops.where(masked, _MASKED_LOGIT, ops.cast(text_to_image, "float32"))
     image_to_text = keras.losses.sparse_categorical_crossentropy(
         labels, ops.cast(image_to_text, "float32"), from_logits=True
     )

@@ -169,29 +169,61 @@ class StoryModel(keras_hub.models.Task):
         """The contrastive logit scale, 1 / temperature, clipped to [1, 100]."""
         return ops.exp(ops.clip(self.log_logit_scale, 0.0, math.log(_MAX_LOGIT_SCALE)))
 
-    def contrastive_loss(self, image_embeddings, text_embeddings):
+    def contrastive_loss(self, image_embeddings, text_embeddings, token_ids=None,
+                         frame_keys=None):
         """Symmetric InfoNCE of all `batch x steps` context steps.
 
         The negatives are every other step of the global batch: under a
         TensorFlow strategy each replica scores its own steps against all
         replicas' gathered embeddings (JAX's data parallelism runs the step
         over the global batch directly).
+
+        A step whose caption (`token_ids`) or frame (`frame_keys`) equals the
+        query's is not a negative: sliding windows put one frame into up to
+        four steps of a batch, and template captions repeat. Such candidates
+        are masked out of both directions' softmax (`info_nce`'s
+        `not_negative`) rather than pushed apart from a copy of themselves.
+
+        Args:
+            image_embeddings: `(batch, steps, dim)`.
+            text_embeddings: `(batch, steps, dim)`.
+            token_ids: `(batch, steps, length)` context captions, or None.
+            frame_keys: `(batch, steps)` ints, equal for equal frames, or None.
         """
         images, texts = _unit_rows(image_embeddings), _unit_rows(text_embeddings)
         all_images, offset = replica_gather(images)
         all_texts, _ = replica_gather(texts)
         scale = self.logit_scale()
-        labels = offset + ops.arange(ops.shape(images)[0])
+        num_rows = ops.shape(images)[0]
+        labels = offset + ops.arange(num_rows)
+        not_negative = None
+        if token_ids is not None:
+            captions = ops.reshape(token_ids, (num_rows, -1))
+            all_captions, _ = replica_gather(captions)
+            not_negative = ops.all(
+                ops.equal(captions[:, None, :], all_captions[None, :, :]), axis=-1
+            )
+        if frame_keys is not None:
+            keys = ops.reshape(frame_keys, (num_rows,))
+            all_keys, _ = replica_gather(keys)
+            same_frame = ops.equal(keys[:, None], all_keys[None, :])
+            not_negative = same_frame if not_negative is None else (
+                ops.logical_or(not_negative, same_frame))
         return ops.mean(
             info_nce(
                 labels,
                 scale * ops.matmul(images, ops.transpose(all_texts)),
                 scale * ops.matmul(texts, ops.transpose(all_images)),
+                not_negative=not_negative,
             )
         )
 
-    def loss_terms(self, y, y_pred):
+    def loss_terms(self, y, y_pred, x=None):
         """The three unweighted loss terms, as float32 scalars.
+
+        `x` (the inputs' context `token_ids`) and `y["context_frame_keys"]`,
+        when given, tell the contrastive loss which steps are copies of each
+        other (see `contrastive_loss`).
 
         Under a TensorFlow strategy each is this replica's share of the
         global batch's loss (`compute_loss` divides by the replicas, whose
@@ -211,12 +243,15 @@ class StoryModel(keras_hub.models.Task):
         num_tokens = ops.maximum(replica_sum(ops.sum(mask)), 1.0)
         text_loss = ops.sum(token_losses * mask) * num_replicas_in_sync() / num_tokens
         contrastive_loss = self.contrastive_loss(
-            y_pred["image_embeddings"], y_pred["text_embeddings"]
+            y_pred["image_embeddings"],
+            y_pred["text_embeddings"],
+            token_ids=None if x is None else x.get("token_ids"),
+            frame_keys=y.get("context_frame_keys"),
         )
         return image_loss, text_loss, contrastive_loss
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        image_loss, text_loss, contrastive_loss = self.loss_terms(y, y_pred)
+        image_loss, text_loss, contrastive_loss = self.loss_terms(y, y_pred, x)
         self.image_loss_tracker.update_state(image_loss)
         self.text_loss_tracker.update_state(text_loss)
         self.contrastive_loss_tracker.update_state(contrastive_loss)

@@ -261,7 +261,9 @@ def train(config, workdir, extra_callbacks=(), verbose="auto", coordinator_addre
             ),
             jit_compile=jit_compile,
         )
-    dataset_options = dict(pipeline_options(data), feature_cache=feature_cache, **shards)
+    dataset_options = dict(
+        pipeline_options(data), feature_cache=feature_cache, frame_keys=True, **shards
+    )
     validation_dataset = make_dataset(
         splits["validation"], preprocessor,
         **_validation_options(dataset_options, splits["validation"], data, replicas),
