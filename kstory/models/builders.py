@@ -11,14 +11,26 @@ from kstory.models.story_backbone import StoryBackbone
 from kstory.models.story_model import StoryModel
 
 
-def build_image_encoder(name, weights, image_size):
-    """A headless `keras.applications` model with average pooling.
+IMAGE_POOLINGS = ("avg", "flatten")
+
+
+def build_image_encoder(name, weights, image_size, batch_norm_momentum=None, pooling="avg"):
+    """A headless `keras.applications` model, pooled to a feature vector.
 
     Args:
         name: str. Application name, e.g. `"ResNet50"`.
         weights: str or None. `"imagenet"`, None / `"none"`, or a local file.
         image_size: int. Side of the input images.
+        batch_norm_momentum: float or None. Momentum of the encoder's
+            batch-normalisation moving statistics; None keeps the
+            application's (0.99 to 0.999). See `set_batch_norm_momentum`.
+        pooling: str. `"avg"` averages the last feature map over space (the
+            paper's setting); `"flatten"` keeps every cell of it, and so
+            where in the frame things are: at 64 px, MobileNetV3Small's map
+            is 2x2.
     """
+    if pooling not in IMAGE_POOLINGS:
+        raise ValueError(f"model.image_pooling must be one of {IMAGE_POOLINGS}; got {pooling!r}.")
     application = getattr(keras.applications, name, None)
     if application is None or not callable(application):
         raise ValueError(f"model.image_encoder {name!r} is not a keras.applications model.")
@@ -30,10 +42,10 @@ def build_image_encoder(name, weights, image_size):
             f"model.image_weights {weights!r} is neither 'imagenet', 'none' nor a file."
         )
     try:
-        return application(
+        encoder = application(
             include_top=False,
             weights=weights,
-            pooling="avg",
+            pooling="avg" if pooling == "avg" else None,
             input_shape=(image_size, image_size, 3),
         )
     except Exception as error:
@@ -43,6 +55,40 @@ def build_image_encoder(name, weights, image_size):
             f"Could not get the ImageNet weights of {name} ({type(error).__name__}: {error}). "
             "Offline, set model.image_weights to a local weights file."
         ) from error
+    if batch_norm_momentum is not None:
+        set_batch_norm_momentum(encoder, batch_norm_momentum)
+    if pooling == "flatten":
+        features = keras.layers.Flatten(name="flatten")(encoder.output)
+        encoder = keras.Model(encoder.input, features, name=f"{encoder.name}_flatten")
+    return encoder
+
+
+def set_batch_norm_momentum(model, momentum):
+    """Sets the moving-statistics momentum of every `BatchNormalization` in `model`.
+
+    Inference uses the moving statistics, which start at mean 0 and variance
+    1 and move towards the batch statistics by `1 - momentum` per training
+    step. keras.applications models use 0.99 to 0.999, tuned for long
+    ImageNet runs: after the ~300 steps of a short from-scratch run, 0.999
+    leaves three quarters of the initial values in place, every layer's
+    inference-mode output is mis-scaled, the errors compound over the
+    network's 30-50 normalisations, and the pooled features come out the same
+    for every frame (kstory issue 14). A frozen pretrained encoder runs its
+    normalisations in inference mode and never updates them, so this only
+    matters for a trained one.
+
+    Returns:
+        int. The number of layers changed.
+    """
+    if not 0 <= momentum < 1:
+        raise ValueError(f"Batch-normalisation momentum must be in [0, 1); got {momentum}.")
+    layers = [
+        layer for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    for layer in layers:
+        layer.momentum = momentum
+    return len(layers)
 
 
 def build_text_backbone(model_config, vocabulary_size, sequence_length):
@@ -104,7 +150,14 @@ def build_story_model(
     try:
         if image_encoder is None:
             image_encoder = build_image_encoder(
-                model_config.image_encoder, model_config.image_weights, data_config.image_size
+                model_config.image_encoder,
+                model_config.image_weights,
+                data_config.image_size,
+                batch_norm_momentum=(
+                    None if model_config.freeze_image_encoder
+                    else model_config.image_batch_norm_momentum
+                ),
+                pooling=model_config.image_pooling,
             )
             image_preprocessing = preprocessing_mode(model_config.image_encoder)
         backbone = _build_backbone(
@@ -150,5 +203,6 @@ def _build_backbone(
         text_decoder_embedding_dim=model_config.text_decoder_embedding_dim,
         text_decoder_units=model_config.text_decoder_units,
         text_decoder_attention_heads=model_config.text_decoder_attention_heads,
+        modalities=model_config.modalities,
         dtype=model_config.dtype_policy,
     )

@@ -4,6 +4,7 @@ import dataclasses
 from typing import Optional
 
 from kstory.config_checks import check_field_types
+from kstory.models.story_backbone import MODALITIES
 from kstory.models.story_backbone import TEMPORAL_MODELS
 from kstory.models.story_model import IMAGE_LOSSES
 
@@ -25,6 +26,14 @@ class ModelConfig:
             `"none"` (random), or a local weights file (`.weights.h5` or a
             legacy no-top `.h5`).
         freeze_image_encoder: bool. Keep the image encoder fixed.
+        image_pooling: str. `"avg"` (the paper's) or `"flatten"`: keep the
+            encoder's last feature map whole, so the embedding knows where
+            things are in the frame, not only what.
+        image_batch_norm_momentum: float. Momentum of a trained (not frozen)
+            image encoder's batch-normalisation statistics, which inference
+            uses. The applications' 0.99-0.999 leave them near their initial
+            values after a short run, and the features then collapse (see
+            `kstory.models.builders.set_batch_norm_momentum`).
         text_encoder: str. `"tiny"` (a small random DistilBERT sized from the
             tokenizer), a keras-hub preset name (`distilbert_base_en_uncased`),
             or a local keras-hub or Hugging Face folder (BERT or DistilBERT).
@@ -50,6 +59,8 @@ class ModelConfig:
         text_decoder_units: int. Text decoder GRU units.
         text_decoder_attention_heads: int. Heads attending over the context
             captions' tokens; 0 for a plain GRU decoder.
+        modalities: str. `"both"`, or `"images"` / `"captions"` alone (the
+            fusion ablation of `kstory ablate`).
         image_loss: str. `"mse"` or `"mse+l1"`.
         image_loss_weight: float. Weight of the image loss.
         text_loss_weight: float. Weight of the text loss.
@@ -60,6 +71,8 @@ class ModelConfig:
     image_encoder: str = "ResNet50"
     image_weights: Optional[str] = "imagenet"
     freeze_image_encoder: bool = True
+    image_pooling: str = "avg"
+    image_batch_norm_momentum: float = 0.9
     text_encoder: str = "tiny"
     tiny_text_layers: int = 2
     tiny_text_hidden_dim: int = 64
@@ -78,6 +91,7 @@ class ModelConfig:
     text_decoder_embedding_dim: int = 256
     text_decoder_units: int = 512
     text_decoder_attention_heads: int = 4
+    modalities: str = "both"
     image_loss: str = "mse"
     image_loss_weight: float = 1.0
     text_loss_weight: float = 1.0
@@ -88,6 +102,8 @@ class ModelConfig:
         check_field_types(self, "model")
         choices = {
             "temporal_model": TEMPORAL_MODELS,
+            "modalities": MODALITIES,
+            "image_pooling": ("avg", "flatten"),
             "image_loss": IMAGE_LOSSES,
             "dtype_policy": DTYPE_POLICIES,
         }
@@ -105,6 +121,11 @@ class ModelConfig:
             raise ValueError(
                 "model.tiny_text_intermediate_dim must be positive; "
                 f"got {self.tiny_text_intermediate_dim}."
+            )
+        if not 0 <= self.image_batch_norm_momentum < 1:
+            raise ValueError(
+                "model.image_batch_norm_momentum must be in [0, 1); "
+                f"got {self.image_batch_norm_momentum}."
             )
         for name in ("image_loss_weight", "text_loss_weight", "contrastive_loss_weight"):
             if getattr(self, name) < 0:
