@@ -192,3 +192,44 @@ def test_a_resumed_stream_skips_the_batches_already_trained(valued_stories,
     with pytest.raises(ValueError, match="pass epochs"):
         make_dataset(valued_stories, valued_preprocessor, **{**options, "epochs": None},
                      first_step=1)
+
+
+def test_frame_keys_match_exactly_when_the_frames_do(valued_stories, valued_preprocessor):
+    # Frame k of every valued story is the same image (filled with 10*k).
+    dataset = make_dataset(valued_stories, valued_preprocessor, image_size=8,
+                           target_image_size=8, batch_size=10, frame_keys=True)
+    inputs, targets = next(iter(dataset))
+    values = inputs["images"].numpy()[:, :, 0, 0, 0].reshape(-1)
+    keys = targets["context_frame_keys"].numpy().reshape(-1)
+    assert len(set(values.tolist())) > 3
+    np.testing.assert_array_equal(values[:, None] == values[None, :], keys[:, None] == keys[None, :])
+
+
+@pytest.mark.parametrize("modality", ["images", "captions"])
+def test_shuffle_context_takes_one_modality_from_another_window(
+    valued_stories, valued_preprocessor, modality
+):
+    from kstory.data.pipeline import shuffle_context
+
+    options = dict(image_size=8, target_image_size=8, batch_size=3)
+    ordered = make_dataset(valued_stories, valued_preprocessor, **options)
+    num_windows = sum(story.num_frames - 4 for story in valued_stories)
+    shuffled = shuffle_context(ordered, modality, num_windows, batch_size=3)
+
+    def windows(dataset):
+        return [
+            keras.tree.map_structure(lambda x: x.numpy(), sample)
+            for sample in dataset.unbatch()
+        ]
+
+    own, paired = windows(ordered), windows(shuffled)
+    assert len(paired) == num_windows
+    swapped = ("images",) if modality == "images" else ("token_ids", "padding_mask")
+    for index, ((inputs, targets), (new_inputs, new_targets)) in enumerate(zip(own, paired)):
+        donor = own[(index + num_windows // 2) % num_windows][0]
+        for name, value in new_inputs.items():
+            np.testing.assert_array_equal(value, donor[name] if name in swapped else inputs[name])
+        for name, value in new_targets.items():
+            np.testing.assert_array_equal(value, targets[name])
+    with pytest.raises(ValueError, match="modality must be one of"):
+        shuffle_context(ordered, "sound", num_windows, 3)

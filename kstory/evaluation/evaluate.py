@@ -9,10 +9,14 @@ import numpy as np
 import kstory  # noqa: F401  (registers the classes model.keras needs)
 from kstory.data.pipeline import make_dataset
 from kstory.data.pipeline import pipeline_options
+from kstory.data.pipeline import shuffle_context
 from kstory.data.sources import load_splits
 from kstory.data.windows import story_windows
 from kstory.evaluation import floors
 from kstory.evaluation.image_metrics import image_scores
+from kstory.evaluation.input_reliance import format_input_reliance
+from kstory.evaluation.input_reliance import input_reliance
+from kstory.evaluation.retrieval import retrieval_chance
 from kstory.evaluation.retrieval import retrieval_recall
 from kstory.evaluation.text_metrics import caption_scores
 from kstory.training.train import MODEL_FILE
@@ -44,16 +48,30 @@ def decode_captions(preprocessor, token_ids):
     return captions
 
 
-def run_model(model, stories, data_config, sampler="greedy"):
-    """Free-running predictions for every window of `stories`, in window order."""
+def run_model(model, stories, data_config, sampler="greedy", shuffle=None):
+    """Free-running predictions for every window of `stories`, in window order.
+
+    Args:
+        model: a `StoryModel`.
+        stories: list of `Story`.
+        data_config: `DataConfig`.
+        sampler: str. The keras-hub sampler for captions.
+        shuffle: None, or `"images"` / `"captions"`: give each window another
+            window's context images or captions (`shuffle_context`).
+    """
     collected = {name: [] for name in ("next_image", "image_embeddings", "text_embeddings",
-                                       "last_image", "target_image")}
+                                       "story_state", "last_image", "target_image")}
     captions = []
-    dataset = make_dataset(stories, model.preprocessor, **pipeline_options(data_config))
+    options = pipeline_options(data_config)
+    dataset = make_dataset(stories, model.preprocessor, **options)
+    if shuffle is not None:
+        num_windows = len(story_windows(stories, data_config.num_context_steps,
+                                        data_config.window_mode))
+        dataset = shuffle_context(dataset, shuffle, num_windows, options["batch_size"])
     for inputs, targets in dataset:
         inputs = {name: value.numpy() for name, value in inputs.items()}
         outputs = model.predict_on_batch(inputs)
-        for name in ("next_image", "image_embeddings", "text_embeddings"):
+        for name in ("next_image", "image_embeddings", "text_embeddings", "story_state"):
             collected[name].append(keras.ops.convert_to_numpy(outputs[name]))
         collected["last_image"].append(inputs["images"][:, -1])
         collected["target_image"].append(targets["next_image"].numpy())
@@ -83,8 +101,9 @@ def _mean_training_image(model, train_stories, data_config):
 
 
 def _step_embeddings(results, stories, windows, num_context_steps):
-    """One image and one text embedding per distinct held-out context frame."""
-    seen, images, texts = set(), [], []
+    """One image and one text embedding, and the caption, per distinct held-out
+    context frame."""
+    seen, images, texts, captions = set(), [], [], []
     for row, (story_index, start) in enumerate(windows):
         for step in range(num_context_steps):
             key = (story_index, start + step)
@@ -92,7 +111,18 @@ def _step_embeddings(results, stories, windows, num_context_steps):
                 seen.add(key)
                 images.append(results["image_embeddings"][row, step])
                 texts.append(results["text_embeddings"][row, step])
-    return np.stack(images), np.stack(texts)
+                captions.append(stories[story_index].texts[start + step])
+    return np.stack(images), np.stack(texts), captions
+
+
+def mean_pairwise_cosine(embeddings):
+    """Mean cosine similarity over all pairs of distinct rows: 1.0 when the
+    embeddings have collapsed to one direction."""
+    rows = np.asarray(embeddings, np.float64)
+    rows = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    similarity = rows @ rows.T
+    count = len(rows)
+    return float((similarity.sum() - np.trace(similarity)) / max(count * (count - 1), 1))
 
 
 def evaluate(workdir, split="test", sampler="greedy"):
@@ -103,6 +133,11 @@ def evaluate(workdir, split="test", sampler="greedy"):
     image<->text retrieval over the split's distinct context frames. Every
     score stands beside its floors: copy the last caption, the nearest
     training context's caption, copy the last frame, the mean training image.
+
+    The input-reliance section runs the split twice more, once with each
+    window's context images and once with its context captions taken from
+    another window (`shuffle_context`), and says for each output how much it
+    falls: a model that ignores a modality scores the same either way.
 
     Args:
         workdir: str. A trained run's folder.
@@ -140,8 +175,16 @@ def evaluate(workdir, split="test", sampler="greedy"):
         "copy last frame": image_scores(_resize(results["last_image"], target.shape[1]), target),
         "mean training image": image_scores(np.broadcast_to(mean_image, target.shape), target),
     }
-    step_images, step_texts = _step_embeddings(results, stories, windows, steps)
-    retrieval = retrieval_recall(step_images, step_texts)
+    reliance_runs = {"as is": {**results, "text": text["model"], "image": image["model"]}}
+    for modality in ("images", "captions"):
+        shuffled = run_model(model, stories, data, sampler, shuffle=modality)
+        reliance_runs[f"{modality} shuffled"] = {
+            "story_state": shuffled["story_state"],
+            "text": caption_scores(references, shuffled["captions"]),
+            "image": image_scores(shuffled["next_image"], target),
+        }
+    step_images, step_texts, step_captions = _step_embeddings(results, stories, windows, steps)
+    retrieval = retrieval_recall(step_images, step_texts, step_captions)
     metrics = {
         "split": split,
         "windows": len(windows),
@@ -150,10 +193,12 @@ def evaluate(workdir, split="test", sampler="greedy"):
         "image": image,
         "retrieval": {
             "model": retrieval,
-            "chance": {name: min(int(name[-1]), len(step_images)) / len(step_images)
-                       for name in retrieval},
+            "chance": retrieval_chance(step_captions),
             "frames": len(step_images),
+            "distinct_captions": len(set(step_captions)),
+            "image_embedding_mean_cosine": mean_pairwise_cosine(step_images),
         },
+        "input_reliance": input_reliance(reliance_runs),
         "examples": [
             {"reference": r, "prediction": p}
             for r, p in list(zip(references, results["captions"]))[:5]
@@ -190,8 +235,19 @@ def format_metrics(metrics):
         _table(metrics["image"], ["MSE", "PSNR", "SSIM"]),
         "",
         f"### Image-text retrieval over {retrieval['frames']} held-out context frames",
+        f"A hit is any candidate with the query's caption ({retrieval['distinct_captions']} "
+        "distinct captions); chance counts the same way. Mean pairwise cosine of the "
+        f"frames' image embeddings: {retrieval['image_embedding_mean_cosine']:.3f} "
+        "(1.000 would mean they have collapsed).",
+        "",
         _table({"model": retrieval["model"], "chance": retrieval["chance"]},
                list(retrieval["model"])),
+        "",
+        "### Input reliance",
+        "Each window's context images, then its context captions, are replaced by another "
+        "window's; an output that uses a modality scores worse without it.",
+        "",
+        format_input_reliance(metrics["input_reliance"]),
         "",
         "### Examples",
     ]
