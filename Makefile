@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test
+.PHONY: setup demo test results results-model results-speed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,3 +44,25 @@ test: setup
 	done
 	@echo "== large tests, KERAS_BACKEND=torch"
 	@KERAS_BACKEND=torch $(PYTEST) -m large
+
+# Every CPU figure in results/, from the committed code (about 2.5 hours on 2
+# cores; `results-model` is the scores, `results-speed` the timings). Each
+# file records the command, commit, tree state, config, backend and machine.
+# Runs resume, so an interrupted `make results` picks up where it stopped.
+results: results-model results-speed
+
+results-model: setup demo
+	$(BIN)/kstory --backend tensorflow seeds --config configs/tiny.py --workdir runs/seeds-tensorflow --report results/tiny_seeds_tensorflow.md
+	$(BIN)/kstory --backend jax seeds --config configs/tiny.py --workdir runs/seeds-jax --report results/tiny_seeds_jax.md
+	$(BIN)/kstory --backend tensorflow ablate --config configs/tiny.py --workdir runs/ablation --report results/ablation.md
+	$(BIN)/kstory --backend tensorflow data --config configs/tiny.py --workdir runs/tiny-data --report results/data_embedded_tiny.md
+	$(BIN)/kstory --backend torch export --workdir runs/tiny
+	$(BIN)/kstory --backend jax serve-check --export runs/tiny/export/tf_saved_model --windows 16 --report results/export_tf_saved_model_check.md
+	$(BIN)/kstory --backend tensorflow export --workdir runs/tiny --format onnx
+	$(BIN)/kstory --backend tensorflow serve-check --export runs/tiny/export/onnx --windows 16 --report results/export_onnx_check.md
+
+results-speed: setup
+	$(BIN)/python benchmarks/compare_backends.py --shape tiny --steps 20 --report results/bench_cpu.md
+	KERAS_BACKEND=tensorflow $(BIN)/kstory bench --epoch --stories 600 --report results/bench_epoch_cpu.md
+	$(BIN)/python benchmarks/replica_scaling.py --report results/replica_scaling_cpu.md
+	$(BIN)/python benchmarks/time_quickstart.py --report results/quickstart_time.md

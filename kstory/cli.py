@@ -45,10 +45,19 @@ def _parser():
     evaluate.add_argument("--storyboards", type=int, default=3,
                           help="Storyboards of the first N held-out stories.")
     ablate = commands.add_parser(
-        "ablate", help="Train a config with and without the contrastive loss; compare."
+        "ablate", help="Train a config as is, without the contrastive loss, and with captions "
+        "or images alone; compare.",
     )
     _add_config_arguments(ablate)
+    ablate.add_argument("--variants", default="full,no contrastive,captions only,images only",
+                        help="Comma-separated runs (default: all four).")
     ablate.add_argument("--report", help="Write the comparison, with provenance, here.")
+    seeds = commands.add_parser(
+        "seeds", help="Train and score a config under several seeds; report the spread."
+    )
+    _add_config_arguments(seeds)
+    seeds.add_argument("--seeds", default="0,1,2", help="Comma-separated seeds.")
+    seeds.add_argument("--report", help="Write the spread, with provenance, here.")
     predict = commands.add_parser("predict", help="Predict the next step of one story.")
     predict.add_argument("--workdir", required=True)
     predict.add_argument("--story", required=True, help="A story id, or a folder of frames "
@@ -177,17 +186,38 @@ def _evaluate(args):
 
 def _ablate(args):
     from kstory.evaluation.ablation import format_ablation
-    from kstory.evaluation.ablation import run_contrastive_ablation
+    from kstory.evaluation.ablation import run_ablation
     from kstory.provenance import provenance
     from kstory.provenance import provenance_markdown
 
     config = _load_config(args)
-    results = run_contrastive_ablation(config, args.workdir)
-    table = format_ablation(results, config.model.contrastive_loss_weight)
+    variants = [name.strip() for name in args.variants.split(",")]
+    results = run_ablation(config, args.workdir, variants=variants)
+    table = format_ablation(results)
     print(table)
     if args.report:
         with open(args.report, "w") as file:
-            file.write("# Ablation: the contrastive loss\n\nProduced by:\n\n")
+            file.write("# Ablation: what the contrastive term and each modality buy\n\n"
+                       "Produced by:\n\n")
+            file.write(provenance_markdown(provenance(args.config)) + "\n\n" + table)
+
+
+def _seeds(args):
+    from kstory.evaluation.seed_spread import format_seed_spread
+    from kstory.evaluation.seed_spread import run_seeds
+    from kstory.provenance import provenance
+    from kstory.provenance import provenance_markdown
+
+    config = _load_config(args)
+    try:
+        seeds = [int(seed) for seed in args.seeds.split(",")]
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers; got {args.seeds!r}.")
+    table = format_seed_spread(run_seeds(config, args.workdir, seeds))
+    print(table)
+    if args.report:
+        with open(args.report, "w") as file:
+            file.write("# Headline scores over seeds\n\nProduced by:\n\n")
             file.write(provenance_markdown(provenance(args.config)) + "\n\n" + table)
 
 
@@ -290,6 +320,7 @@ def main(argv=None):
     try:
         commands = {
             "data": _data, "train": _train, "evaluate": _evaluate, "ablate": _ablate,
+            "seeds": _seeds,
             "predict": _predict, "export": _export, "serve-check": _serve_check,
             "bench": _bench,
         }

@@ -8,15 +8,29 @@ import subprocess
 import sys
 
 
-def _git_commit():
+def _git(*arguments):
     try:
         return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
+            ["git", *arguments],
             capture_output=True, text=True, timeout=10, check=True,
             cwd=os.path.dirname(os.path.abspath(__file__)),
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _git_commit():
+    return _git("rev-parse", "--short", "HEAD") or "unknown"
+
+
+def _git_tree():
+    """`"clean"`, or `"dirty"` when tracked files other than `results/` differ
+    from the commit (`make results` rewrites those as it goes)."""
+    status = _git("-C", _git("rev-parse", "--show-toplevel") or ".", "status", "--porcelain",
+                  "--untracked-files=no", "--", ".", ":(exclude)results")
+    if status is None:
         return "unknown"
+    return "dirty" if status else "clean"
 
 
 def _memory_gib():
@@ -40,6 +54,7 @@ def provenance(config_path=None):
         "python": platform.python_version(),
         "keras": keras.__version__,
         "kstory_commit": _git_commit(),
+        "kstory_tree": _git_tree(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 

@@ -1,4 +1,4 @@
-"""Trains one config with and without the contrastive loss and compares them."""
+"""Trains one config with parts left out (the contrastive term, a modality) and compares."""
 
 import dataclasses
 import os
@@ -10,35 +10,56 @@ _TEXT = ("BLEU-4", "METEOR", "CIDEr")
 _IMAGE = ("MSE", "SSIM")
 _RETRIEVAL = ("image_to_text_R@1", "image_to_text_R@5", "text_to_image_R@1", "text_to_image_R@5")
 
+# Each variant: its run folder, and the model settings it changes. A model
+# that sees one modality has no contrastive term (nothing to align), and a
+# captions-only model cannot copy the last frame.
+ABLATIONS = {
+    "full": ("full", {}),
+    "no contrastive": ("no_contrastive", {"contrastive_loss_weight": 0.0}),
+    "captions only": ("captions_only", {"modalities": "captions", "contrastive_loss_weight": 0.0,
+                                        "image_decoder_residual": False}),
+    "images only": ("images_only", {"modalities": "images", "contrastive_loss_weight": 0.0}),
+}
 
-def run_contrastive_ablation(config, workdir, split="test"):
-    """Trains `config` as is and with `model.contrastive_loss_weight=0`, then scores both.
+
+def run_ablation(config, workdir, split="test", variants=tuple(ABLATIONS)):
+    """Trains `config` as is and without each part, then scores every run.
 
     Args:
-        config: `Config` whose contrastive weight is above 0.
-        workdir: str. Runs go to `<workdir>/contrastive` and
-            `<workdir>/no_contrastive` (each resumes like `kstory train`).
-        split: str. The split both are scored on.
+        config: `Config` of the full model (both modalities, contrastive
+            weight above 0).
+        workdir: str. Each variant trains in `<workdir>/<folder>` (`full`,
+            `no_contrastive`, `captions_only`, `images_only`) and resumes
+            like `kstory train`.
+        split: str. The split all are scored on.
+        variants: names from `ABLATIONS`.
 
     Returns:
-        dict mapping `"contrastive"` and `"no_contrastive"` to metrics.
+        dict mapping each variant's name to its metrics.
     """
-    if not config.model.contrastive_loss_weight:
-        raise ValueError("The ablation needs model.contrastive_loss_weight > 0 in the config.")
-    off = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, contrastive_loss_weight=0.0)
-    )
+    if not config.model.contrastive_loss_weight or config.model.modalities != "both":
+        raise ValueError(
+            "The ablation starts from the full model: it needs model.contrastive_loss_weight "
+            "> 0 and model.modalities='both' in the config."
+        )
+    unknown = set(variants) - set(ABLATIONS)
+    if unknown:
+        raise ValueError(f"Unknown ablation variants {sorted(unknown)}; known: {list(ABLATIONS)}.")
     results = {}
-    for name, run_config in (("contrastive", config), ("no_contrastive", off)):
-        run_dir = os.path.join(workdir, name)
+    for name in variants:
+        folder, changes = ABLATIONS[name]
+        run_config = dataclasses.replace(
+            config, model=dataclasses.replace(config.model, **changes)
+        )
+        run_dir = os.path.join(workdir, folder)
         train(run_config, run_dir, verbose=2)
         results[name] = evaluate(run_dir, split)
     return results
 
 
-def format_ablation(results, weight):
-    """A Markdown table: both runs, then the floors of the same split."""
-    on, off = results["contrastive"], results["no_contrastive"]
+def format_ablation(results):
+    """A Markdown table: every run, then the floors of the same split."""
+    first = next(iter(results.values()))
     columns = list(_TEXT) + list(_IMAGE) + list(_RETRIEVAL)
     header = "| run | " + " | ".join(columns) + " |\n" + "|---" * (len(columns) + 1) + "|\n"
 
@@ -48,14 +69,19 @@ def format_ablation(results, weight):
         return f"| {name} | " + " | ".join("–" if v is None else f"{v:.4f}" for v in cells) + " |\n"
 
     table = header
-    table += row(f"contrastive weight {weight}", on["text"]["model"], on["image"]["model"],
-                 on["retrieval"]["model"])
-    table += row("contrastive weight 0", off["text"]["model"], off["image"]["model"],
-                 off["retrieval"]["model"])
-    table += row("floor: copy last caption / frame", on["text"]["copy last caption"],
-                 on["image"]["copy last frame"], {})
+    for name, metrics in results.items():
+        folder, changes = ABLATIONS[name]
+        described = ", ".join(f"{key}={value}" for key, value in changes.items())
+        label = f"{name} ({described})" if described else name
+        retrieval = {} if "modalities" in changes else metrics["retrieval"]["model"]
+        table += row(label, metrics["text"]["model"], metrics["image"]["model"], retrieval)
+    table += row("floor: copy last caption / frame", first["text"]["copy last caption"],
+                 first["image"]["copy last frame"], {})
     table += row("floor: nearest training context / mean image",
-                 on["text"]["nearest training context"], on["image"]["mean training image"], {})
-    table += row("floor: chance retrieval", {}, {}, on["retrieval"]["chance"])
-    return (f"{on['split']} split, {on['windows']} windows; retrieval over "
-            f"{on['retrieval']['frames']} held-out context frames.\n\n" + table)
+                 first["text"]["nearest training context"], first["image"]["mean training image"],
+                 {})
+    table += row("floor: chance retrieval", {}, {}, first["retrieval"]["chance"])
+    return (f"{first['split']} split, {first['windows']} windows; retrieval over "
+            f"{first['retrieval']['frames']} held-out context frames (a hit is any frame with "
+            "the query's caption). A one-modality run has no contrastive term, so no "
+            "retrieval.\n\n" + table)
