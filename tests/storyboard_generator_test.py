@@ -74,7 +74,9 @@ def test_last_frame_and_caption_are_beatable_floors():
             difference = np.abs(_pixels(row["images"][target]) - _pixels(row["images"][target - 1]))
             image_changed += difference.mean() > 1 / 255
             text_changed += texts[target] != texts[target - 1]
-    assert image_changed / windows > 0.9
+    # A frame after a dark lamp keeps its shapes; the lamp or the scene may
+    # still change it.
+    assert image_changed / windows > 0.8
     assert text_changed / windows > 0.5
 
 
@@ -89,3 +91,40 @@ def test_last_frame_and_caption_are_beatable_floors():
 def test_invalid_settings_name_the_argument(kwargs, message):
     with pytest.raises(ValueError, match=message):
         StoryboardGenerator(**kwargs)
+
+
+def test_each_modality_carries_a_fact_the_other_lacks():
+    """The lamp (frames only) decides "waits"; "Next comes" (text only) the next background."""
+    from kstory.data.storyboard_generator import BACKGROUNDS
+
+    rows = StoryboardGenerator(num_stories=40, image_size=48, seed=2).rows()
+    waits = announced = transitions = 0
+    for row in rows:
+        texts = [text for text, _ in parse_story_frames(row["story"])]
+        for frame in range(row["frame_count"] - 1):
+            transitions += 1
+            lamp = _pixels(row["images"][frame])[1:4, 1:4].mean() * 255
+            assert lamp > 250 or lamp < 5, lamp  # lit (white) or dark (black)
+            assert "lamp" not in texts[frame] and "white" not in texts[frame]
+            # A dark lamp: every shape of the next frame waits, and nothing moves.
+            next_actions = texts[frame + 1].count(" waits at ")
+            num_shapes = texts[frame + 1].count(";") + 1
+            if lamp < 5:
+                waits += 1
+                assert next_actions == num_shapes, texts[frame + 1]
+                shapes_now = _pixels(row["images"][frame])[8:, 8:]
+                shapes_next = _pixels(row["images"][frame + 1])[8:, 8:]
+                background_kept = "Next comes" not in texts[frame]
+                if background_kept:
+                    np.testing.assert_allclose(shapes_next, shapes_now, atol=1 / 255)
+            else:
+                assert next_actions == 0, texts[frame + 1]
+            # "Next comes the X." names the next frame's background, which
+            # fills the corner opposite the lamp.
+            corner = _pixels(row["images"][frame + 1])[-1, -1] * 255
+            drawn = min(BACKGROUNDS, key=lambda name: np.abs(corner - BACKGROUNDS[name]).sum())
+            if "Next comes the" in texts[frame]:
+                announced += 1
+                assert texts[frame].endswith(f"Next comes the {drawn}.")
+                assert texts[frame + 1].startswith(f"In the {drawn},")
+    assert 0.35 < waits / transitions < 0.65 and 0.35 < announced / transitions < 0.65

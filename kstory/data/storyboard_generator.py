@@ -28,6 +28,19 @@ SHAPES = ("circle", "square", "triangle")
 BEHAVIOURS = ("moves", "bounces", "grows", "changes colour")
 _MIN_RADIUS, _MAX_RADIUS = 0.06, 0.2
 _GRAVITY = 0.03
+# Shapes that move cover about half a grid cell per frame, so which cell they
+# reach, and when they hit a wall, depends on where exactly they are: what
+# the frames show, not what the coarse "at the top left" of a text says.
+_MIN_SPEED, _MAX_SPEED = 0.12, 0.2
+# Chance that the scene moves to another background at the next frame. The
+# change is random, so only the text that announces it can foretell it.
+_SCENE_CHANGE_PROBABILITY = 0.5
+# The signal lamp: a square in the top-left corner that no text names. When
+# it is dark, every shape waits through the next frame; when lit, they go on.
+# It is drawn at random per frame, so only the frame shows it.
+_LAMP_LIT, _LAMP_DARK = (255, 255, 255), (0, 0, 0)
+_LAMP_SIZE = 0.14
+_WAIT_PROBABILITY = 0.5
 _SUPERSAMPLE = 4
 
 
@@ -64,13 +77,23 @@ def _reflect(position, velocity, low, high):
 class StoryboardGenerator:
     """Deterministic storyboards of coloured shapes, in StoryReasoning's layout.
 
-    Each story has a background and one to `max_objects` shapes. Every shape
+    Each story has one to `max_objects` shapes on a background. Every shape
     follows one behaviour for the whole story: it moves in a straight line and
     bounces off the walls, bounces under gravity, grows and shrinks, or steps
     through a fixed colour cycle. Each frame's text says, for every shape,
     which it is, what it does and where. The dynamics are constant, so frame 5
     follows from frames 1-4, yet it always differs from frame 4: copying the
     last frame or caption is a floor a model can beat.
+
+    Predicting the next frame needs both modalities (docs/data.md):
+    - only the frames show the signal lamp, a square in the top-left corner
+      that no text names: lit, the shapes go on; dark (at random, half of the
+      frames), every shape waits through the next frame ("waits");
+    - only the frames show where exactly a shape is (a text names one of nine
+      grid cells), which decides the next cell, size word and wall bounce;
+    - only the text tells what the next scene is: between frames the story
+      moves to a random other background half of the time, and the frame
+      before says so ("Next comes the beach.").
 
     Rows carry the columns of the StoryReasoning parquet (`story_id`,
     `images`, `frame_count`, `chain_of_thought`, `story`), with per-frame text
@@ -121,20 +144,37 @@ class StoryboardGenerator:
     def story_row(self, index):
         rng = np.random.default_rng([self.seed, index])
         num_frames = int(rng.integers(self.min_frames, self.max_frames + 1))
-        background = str(rng.choice(list(BACKGROUNDS)))
         objects = [
             self._new_object(rng, object_index)
             for object_index in range(int(rng.integers(1, self.max_objects + 1)))
         ]
+        backgrounds = self._scenes(rng, num_frames)
+        lamps_lit = [bool(rng.random() >= _WAIT_PROBABILITY) for _ in range(num_frames)]
+        # Grounding ids: bg1 is the story's first background, bg2 its second, ...
+        background_ids = {}
+        for background in backgrounds:
+            background_ids.setdefault(background, f"bg{len(background_ids) + 1}")
         story_id = str(index)
         images, blocks, thoughts = [], [], []
+        states = [dict(spec, event=None, waits=False) for spec in objects]
         for frame in range(num_frames):
-            states = [self._state(spec, frame) for spec in objects]
+            if frame:
+                if lamps_lit[frame - 1]:
+                    states = [self._step(state) for state in states]
+                else:
+                    states = [dict(state, event=None, waits=True) for state in states]
+            background = backgrounds[frame]
+            next_background = backgrounds[frame + 1] if frame + 1 < num_frames else background
             images.append(
-                {"bytes": self._draw(background, states), "path": f"{story_id}/{frame + 1}.png"}
+                {"bytes": self._draw(background, states, lamps_lit[frame]),
+                 "path": f"{story_id}/{frame + 1}.png"}
             )
-            blocks.append(self._frame_story(frame, background, states))
-            thoughts.append(self._frame_thought(frame, background, states))
+            blocks.append(self._frame_story(
+                frame, background, background_ids[background], states,
+                next_background if next_background != background else None,
+            ))
+            thoughts.append(self._frame_thought(frame, background, background_ids[background],
+                                                states))
         return {
             "story_id": story_id,
             "images": images,
@@ -142,6 +182,17 @@ class StoryboardGenerator:
             "chain_of_thought": "\n\n".join(thoughts),
             "story": "\n".join(blocks),
         }
+
+    def _scenes(self, rng, num_frames):
+        """Each frame's background: the last one, or at random another."""
+        names = list(BACKGROUNDS)
+        backgrounds = [str(rng.choice(names))]
+        for _ in range(num_frames - 1):
+            current = backgrounds[-1]
+            if rng.random() < _SCENE_CHANGE_PROBABILITY:
+                current = str(rng.choice([name for name in names if name != current]))
+            backgrounds.append(current)
+        return backgrounds
 
     def _new_object(self, rng, object_index):
         behaviour = BEHAVIOURS[int(rng.integers(len(BEHAVIOURS)))]
@@ -161,7 +212,7 @@ class StoryboardGenerator:
         }
         if behaviour == "moves":
             while spec["vx"] == 0 and spec["vy"] == 0:
-                speed = rng.uniform(0.08, 0.14)
+                speed = rng.uniform(_MIN_SPEED, _MAX_SPEED)
                 spec["vx"] = float(rng.integers(-1, 2) * speed)
                 spec["vy"] = float(rng.integers(-1, 2) * speed)
         elif behaviour == "bounces":
@@ -171,15 +222,9 @@ class StoryboardGenerator:
             spec["growth"] = float(rng.choice([-1.0, 1.0]) * rng.uniform(0.018, 0.03))
         return spec
 
-    def _state(self, spec, frame):
-        """The object at `frame`, stepped from its start by the fixed rule."""
-        state = dict(spec, event=None)
-        for _ in range(frame):
-            state = self._step(state)
-        return state
-
     def _step(self, state):
-        state = dict(state, event=None)
+        """The object one frame on, by its fixed rule."""
+        state = dict(state, event=None, waits=False)
         behaviour, radius = state["behaviour"], state["radius"]
         if behaviour == "moves":
             state["x"], state["vx"], wall_x = _reflect(state["x"], state["vx"], radius, 1 - radius)
@@ -200,6 +245,8 @@ class StoryboardGenerator:
         return state
 
     def _action(self, state):
+        if state["waits"]:
+            return "waits"
         behaviour = state["behaviour"]
         if behaviour == "moves":
             if state["event"]:
@@ -217,17 +264,19 @@ class StoryboardGenerator:
         colour = COLOUR_CYCLE[state["colour"]]
         return f"the {_size_word(state['radius'])} {colour} {state['shape']}"
 
-    def _frame_story(self, frame, background, states):
+    def _frame_story(self, frame, background, background_id, states, next_background=None):
         clauses = [
             f"<gdo {state['id']}>{self._noun(state)}</gdo> "
             f"<gda {state['id']}>{self._action(state)}</gda> at the "
             f"{_region(state['x'], state['y'])}"
             for state in states
         ]
-        text = f"<gdl bg1>In the {background}</gdl>, " + "; ".join(clauses) + "."
+        text = f"<gdl {background_id}>In the {background}</gdl>, " + "; ".join(clauses) + "."
+        if next_background is not None:
+            text += f" Next comes the {next_background}."
         return f"<gdi image{frame + 1}>\n{text}\n</gdi>"
 
-    def _frame_thought(self, frame, background, states):
+    def _frame_thought(self, frame, background, background_id, states):
         lines = [
             f"## Image {frame + 1}",
             "### Objects",
@@ -239,10 +288,10 @@ class StoryboardGenerator:
                 f"| {state['id']} | {self._noun(state)[4:]} | {self._action(state)} | "
                 f"{_region(state['x'], state['y'])} |"
             )
-        lines += ["### Setting", f"| bg1 | {background} |"]
+        lines += ["### Setting", f"| {background_id} | {background} |"]
         return "\n".join(lines)
 
-    def _draw(self, background, states):
+    def _draw(self, background, states, lamp_lit):
         side = self.image_size * _SUPERSAMPLE
         canvas = Image.new("RGB", (side, side), BACKGROUNDS[background])
         draw = ImageDraw.Draw(canvas)
@@ -255,6 +304,8 @@ class StoryboardGenerator:
                 draw.rectangle((x - r, y - r, x + r, y + r), fill=fill)
             else:
                 draw.polygon(((x, y - r), (x + r, y + r), (x - r, y + r)), fill=fill)
+        lamp = _LAMP_SIZE * side
+        draw.rectangle((0, 0, lamp, lamp), fill=_LAMP_LIT if lamp_lit else _LAMP_DARK)
         canvas = canvas.resize((self.image_size, self.image_size), Image.Resampling.LANCZOS)
         buffer = io.BytesIO()
         canvas.save(buffer, format="PNG")
