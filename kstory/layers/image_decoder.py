@@ -12,6 +12,10 @@ _EPSILON = 1e-3
 class ImageDecoder(keras.layers.Layer):
     """Dense -> reshape to 4x4 -> Conv2DTranspose x2 upsampling -> sigmoid RGB.
 
+    The hidden layers use GELU: with ReLU, the first upsampling's units of
+    the tiny model all died early in training (0.01% non-zero), which cut the
+    story state off from the picture (issue 14).
+
     With `residual=True` the decoder predicts a change to the last context
     frame: the output is `sigmoid(logit(last_frame) + delta)`. `delta` comes
     from convolutions over the decoded features and the last context frames
@@ -46,7 +50,7 @@ class ImageDecoder(keras.layers.Layer):
         self.residual = residual
         self.num_upsamplings = int(num_upsamplings)
         self.seed_projection = keras.layers.Dense(
-            4 * 4 * filters, activation="relu", dtype=self.dtype_policy, name="seed_projection"
+            4 * 4 * filters, activation="gelu", dtype=self.dtype_policy, name="seed_projection"
         )
         self.seed_reshape = keras.layers.Reshape(
             (4, 4, filters), dtype=self.dtype_policy, name="seed_reshape"
@@ -57,7 +61,7 @@ class ImageDecoder(keras.layers.Layer):
                 kernel_size=4,
                 strides=2,
                 padding="same",
-                activation="relu",
+                activation="gelu",
                 dtype=self.dtype_policy,
                 name=f"upsampling_{i}",
             )
@@ -66,7 +70,7 @@ class ImageDecoder(keras.layers.Layer):
         self.refinements = []
         if residual:
             self.refinements = [
-                keras.layers.Conv2D(32, 3, padding="same", activation="relu",
+                keras.layers.Conv2D(32, 3, padding="same", activation="gelu",
                                     dtype=self.dtype_policy, name=f"refinement_{i}")
                 for i in range(2)
             ]
