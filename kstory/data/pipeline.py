@@ -315,3 +315,32 @@ def shuffle_context(dataset, modality, num_windows, batch_size):
 
     paired = tf.data.Dataset.zip(windows, donors).map(swap)
     return paired.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+class FrameBatches:
+    """A fixed sample of stories' frames, decoded in batches, the same on every pass.
+
+    What `BatchNormRecalibration` runs the image encoder on: re-iterable, and
+    each pass yields the same frames in the same order (shuffled once, by
+    `seed`), as numpy uint8 arrays `(batch, image_size, image_size, 3)`.
+
+    Args:
+        stories: list of `Story`.
+        image_size: int. Side of the frames.
+        batch_size: int. Frames per batch.
+        num_batches: int. Batches per pass (fewer if the stories have fewer
+            frames).
+        seed: int. Seed of the sample.
+    """
+
+    def __init__(self, stories, image_size, batch_size, num_batches, seed=0):
+        images = [image for story in stories for image in story.images]
+        order = np.random.default_rng(seed).permutation(len(images))
+        self.images = [images[i] for i in order[: batch_size * num_batches]]
+        self.image_size = image_size
+        self.batch_size = batch_size
+
+    def __iter__(self):
+        for start in range(0, len(self.images), self.batch_size):
+            chunk = self.images[start : start + self.batch_size]
+            yield np.stack([load_frame(image, self.image_size) for image in chunk])

@@ -11,11 +11,8 @@ from kstory.models.story_backbone import StoryBackbone
 from kstory.models.story_model import StoryModel
 
 
-IMAGE_POOLINGS = ("avg", "flatten")
-
-
-def build_image_encoder(name, weights, image_size, batch_norm_momentum=None, pooling="avg"):
-    """A headless `keras.applications` model, pooled to a feature vector.
+def build_image_encoder(name, weights, image_size, batch_norm_momentum=None):
+    """A headless `keras.applications` model with average pooling.
 
     Args:
         name: str. Application name, e.g. `"ResNet50"`.
@@ -24,13 +21,7 @@ def build_image_encoder(name, weights, image_size, batch_norm_momentum=None, poo
         batch_norm_momentum: float or None. Momentum of the encoder's
             batch-normalisation moving statistics; None keeps the
             application's (0.99 to 0.999). See `set_batch_norm_momentum`.
-        pooling: str. `"avg"` averages the last feature map over space (the
-            paper's setting); `"flatten"` keeps every cell of it, and so
-            where in the frame things are: at 64 px, MobileNetV3Small's map
-            is 2x2.
     """
-    if pooling not in IMAGE_POOLINGS:
-        raise ValueError(f"model.image_pooling must be one of {IMAGE_POOLINGS}; got {pooling!r}.")
     application = getattr(keras.applications, name, None)
     if application is None or not callable(application):
         raise ValueError(f"model.image_encoder {name!r} is not a keras.applications model.")
@@ -45,7 +36,7 @@ def build_image_encoder(name, weights, image_size, batch_norm_momentum=None, poo
         encoder = application(
             include_top=False,
             weights=weights,
-            pooling="avg" if pooling == "avg" else None,
+            pooling="avg",
             input_shape=(image_size, image_size, 3),
         )
     except Exception as error:
@@ -57,10 +48,15 @@ def build_image_encoder(name, weights, image_size, batch_norm_momentum=None, poo
         ) from error
     if batch_norm_momentum is not None:
         set_batch_norm_momentum(encoder, batch_norm_momentum)
-    if pooling == "flatten":
-        features = keras.layers.Flatten(name="flatten")(encoder.output)
-        encoder = keras.Model(encoder.input, features, name=f"{encoder.name}_flatten")
     return encoder
+
+
+def batch_norm_layers(model):
+    """Every `BatchNormalization` layer inside `model`, nested ones included."""
+    return [
+        layer for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
 
 
 def set_batch_norm_momentum(model, momentum):
@@ -82,10 +78,7 @@ def set_batch_norm_momentum(model, momentum):
     """
     if not 0 <= momentum < 1:
         raise ValueError(f"Batch-normalisation momentum must be in [0, 1); got {momentum}.")
-    layers = [
-        layer for layer in model._flatten_layers(include_self=False)
-        if isinstance(layer, keras.layers.BatchNormalization)
-    ]
+    layers = batch_norm_layers(model)
     for layer in layers:
         layer.momentum = momentum
     return len(layers)
@@ -157,7 +150,6 @@ def build_story_model(
                     None if model_config.freeze_image_encoder
                     else model_config.image_batch_norm_momentum
                 ),
-                pooling=model_config.image_pooling,
             )
             image_preprocessing = preprocessing_mode(model_config.image_encoder)
         backbone = _build_backbone(

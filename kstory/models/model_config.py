@@ -26,14 +26,13 @@ class ModelConfig:
             `"none"` (random), or a local weights file (`.weights.h5` or a
             legacy no-top `.h5`).
         freeze_image_encoder: bool. Keep the image encoder fixed.
-        image_pooling: str. `"avg"` (the paper's) or `"flatten"`: keep the
-            encoder's last feature map whole, so the embedding knows where
-            things are in the frame, not only what.
         image_batch_norm_momentum: float. Momentum of a trained (not frozen)
             image encoder's batch-normalisation statistics, which inference
             uses. The applications' 0.99-0.999 leave them near their initial
             values after a short run, and the features then collapse (see
-            `kstory.models.builders.set_batch_norm_momentum`).
+            `kstory.models.builders.set_batch_norm_momentum`);
+            `train.batch_norm_recalibration_batches` re-estimates them before
+            each validation in any case.
         text_encoder: str. `"tiny"` (a small random DistilBERT sized from the
             tokenizer), a keras-hub preset name (`distilbert_base_en_uncased`),
             or a local keras-hub or Hugging Face folder (BERT or DistilBERT).
@@ -71,7 +70,6 @@ class ModelConfig:
     image_encoder: str = "ResNet50"
     image_weights: Optional[str] = "imagenet"
     freeze_image_encoder: bool = True
-    image_pooling: str = "avg"
     image_batch_norm_momentum: float = 0.9
     text_encoder: str = "tiny"
     tiny_text_layers: int = 2
@@ -103,7 +101,6 @@ class ModelConfig:
         choices = {
             "temporal_model": TEMPORAL_MODELS,
             "modalities": MODALITIES,
-            "image_pooling": ("avg", "flatten"),
             "image_loss": IMAGE_LOSSES,
             "dtype_policy": DTYPE_POLICIES,
         }

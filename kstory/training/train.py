@@ -11,6 +11,7 @@ import keras
 from kstory.config import config_from_dict
 from kstory.config import config_to_dict
 from kstory.data.feature_cache import build_feature_cache
+from kstory.data.pipeline import FrameBatches
 from kstory.data.pipeline import make_dataset
 from kstory.data.pipeline import pipeline_options
 from kstory.data.sources import load_splits
@@ -18,6 +19,7 @@ from kstory.data.story_text_preprocessor import StoryTextPreprocessor
 from kstory.data.tokenizer_loading import load_tokenizer
 from kstory.data.windows import story_windows
 from kstory.models.builders import build_story_model
+from kstory.training.batch_norm_recalibration import BatchNormRecalibration
 from kstory.training.cached_feature_trainer import CachedFeatureTrainer
 from kstory.training.distribution import data_parallel
 from kstory.training.loss_curve import plot_loss_curve
@@ -280,6 +282,12 @@ def train(config, workdir, extra_callbacks=(), verbose="auto", coordinator_addre
         fit_model.optimizer.learning_rate.assign(config.train.learning_rate)
     _rewrite_history_csv(os.path.join(workdir, "history.csv"), backup.history)
     callbacks = _callbacks(config, workdir, backup) + list(extra_callbacks)
+    if not config.model.freeze_image_encoder and config.train.batch_norm_recalibration_batches:
+        # First: validation and every save after it see recalibrated statistics.
+        callbacks.insert(0, BatchNormRecalibration(model.backbone, FrameBatches(
+            splits["train"], data.image_size, data.batch_size * data.num_context_steps,
+            config.train.batch_norm_recalibration_batches, seed=config.seed,
+        )))
     for first_epoch, epochs, first_step in _fit_phases(backup, config.train.epochs, workdir):
         train_dataset = make_dataset(
             splits["train"], preprocessor, shuffle=True, seed=config.seed, epochs=epochs,

@@ -20,6 +20,10 @@ class TrainConfig:
         backup_every_batches: int. Also back up the training state every
             this many batches, so that a killed run resumes mid-epoch; 0
             backs up at epoch ends only.
+        batch_norm_recalibration_batches: int. With a trained image encoder,
+            re-estimate its batch-norm statistics from this many batches of
+            training frames before each validation ("precise BN", see
+            `kstory.training.batch_norm_recalibration`); 0 turns it off.
         jit_compile: str. `"auto"`, `"true"` or `"false"`.
         image_feature_cache: str. Train from cached features of the frozen
             image encoder (`kstory.data.feature_cache`): `"auto"` does when
@@ -32,6 +36,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     early_stopping_patience: int = 5
     backup_every_batches: int = 0
+    batch_norm_recalibration_batches: int = 20
     jit_compile: str = "auto"
     image_feature_cache: str = "auto"
 
@@ -50,6 +55,7 @@ class TrainConfig:
                 "train.image_feature_cache must be 'auto', 'true' or 'false'; "
                 f"got {self.image_feature_cache!r}."
             )
-        for name in ("weight_decay", "early_stopping_patience", "backup_every_batches"):
+        for name in ("weight_decay", "early_stopping_patience", "backup_every_batches",
+                     "batch_norm_recalibration_batches"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0; got {getattr(self, name)}.")
