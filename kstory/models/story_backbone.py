@@ -12,6 +12,7 @@ from kstory.layers.temporal_transformer import TemporalTransformer
 from kstory.layers.text_decoder import TextDecoder
 
 TEMPORAL_MODELS = ("gru", "transformer")
+MODALITIES = ("both", "images", "captions")
 
 
 @keras.saving.register_keras_serializable(package="kstory")
@@ -57,6 +58,10 @@ class StoryBackbone(keras_hub.models.Backbone):
         text_decoder_units: int. GRU units of the text decoder.
         text_decoder_attention_heads: int. Heads with which the text decoder
             attends over the context captions' tokens; 0 for none.
+        modalities: str. `"both"`; or, for the fusion ablation, `"images"`
+            (the captions' embeddings and tokens are zeroed before fusion)
+            or `"captions"` (the images' embeddings are zeroed, and the image
+            decoder, which must then not be residual, sees no frame).
         dtype: str or `keras.DTypePolicy`. Compute dtype; heads stay float32.
 
     Example:
@@ -101,6 +106,7 @@ class StoryBackbone(keras_hub.models.Backbone):
         text_decoder_embedding_dim=256,
         text_decoder_units=512,
         text_decoder_attention_heads=0,
+        modalities="both",
         dtype=None,
         **kwargs,
     ):
@@ -108,6 +114,15 @@ class StoryBackbone(keras_hub.models.Backbone):
             raise ValueError(
                 f"temporal_model must be one of {TEMPORAL_MODELS}; got {temporal_model!r}."
             )
+        if modalities not in MODALITIES:
+            raise ValueError(f"modalities must be one of {MODALITIES}; got {modalities!r}.")
+        if modalities == "captions" and image_decoder_residual:
+            raise ValueError(
+                "A captions-only model cannot copy the last frame: set "
+                "image_decoder_residual=False with modalities='captions'."
+            )
+        # Set before the functional graph is built: `encode` reads it.
+        self.modalities = modalities
         # === Layers ===
         self.image_preprocessing = ImagePreprocessing(
             image_preprocessing, dtype=dtype, name="image_preprocessing"
@@ -264,6 +279,13 @@ class StoryBackbone(keras_hub.models.Backbone):
             inputs["token_ids"], inputs["padding_mask"], training=training
         )
         text_embeddings = self.text_projection(cls_vectors)
+        # The fusion ablation: a modality left out is zeroed (so every
+        # variable still gets a gradient, of zero, on every backend).
+        if self.modalities == "captions":
+            image_embeddings = image_embeddings * 0
+        elif self.modalities == "images":
+            text_embeddings = text_embeddings * 0
+            token_states = token_states * 0
         fused = self.fusion_concat([image_embeddings, text_embeddings])
         encoded = {
             "image_embeddings": image_embeddings,
@@ -324,6 +346,7 @@ class StoryBackbone(keras_hub.models.Backbone):
                 "text_decoder_embedding_dim": self.text_decoder_embedding_dim,
                 "text_decoder_units": self.text_decoder_units,
                 "text_decoder_attention_heads": self.text_decoder_attention_heads,
+                "modalities": self.modalities,
             }
         )
         return config
