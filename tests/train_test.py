@@ -225,19 +225,55 @@ def test_evaluate_needs_a_trained_workdir(tmp_path):
 # Backend-independent glue over train() and evaluate(), which run on every
 # backend above; `make test` runs this one in the torch pass only, to save time.
 @pytest.mark.single_backend
-def test_contrastive_ablation_writes_a_comparison(smoke_config, trained, tmp_path):
+def test_ablation_writes_a_comparison(smoke_config, trained, tmp_path):
     from kstory.evaluation.ablation import format_ablation
-    from kstory.evaluation.ablation import run_contrastive_ablation
+    from kstory.evaluation.ablation import run_ablation
 
-    # The run with the contrastive loss is the trained one: it resumes as finished.
+    # The full run is the trained one: it resumes as finished.
     config = smoke_config
-    shutil.copytree(trained[0], tmp_path / "contrastive")
-    results = run_contrastive_ablation(config, str(tmp_path))
-    assert set(results) == {"contrastive", "no_contrastive"}
-    off_config = json.load(open(tmp_path / "no_contrastive" / "config.json"))
-    assert off_config["model"]["contrastive_loss_weight"] == 0.0
-    table = format_ablation(results, config.model.contrastive_loss_weight)
-    assert "| contrastive weight 0 |" in table and "floor: copy last caption / frame" in table
+    shutil.copytree(trained[0], tmp_path / "full")
+    results = run_ablation(config, str(tmp_path))
+    assert list(results) == ["full", "no contrastive", "captions only", "images only"]
+    saved = {name: json.load(open(tmp_path / name / "config.json"))["model"]
+             for name in ("no_contrastive", "captions_only", "images_only")}
+    assert saved["no_contrastive"]["contrastive_loss_weight"] == 0.0
+    assert saved["captions_only"]["modalities"] == "captions"
+    assert saved["images_only"]["modalities"] == "images"
+    table = format_ablation(results)
+    assert "| no contrastive (contrastive_loss_weight=0.0) |" in table
+    assert "| captions only (modalities=captions" in table
+    assert "floor: copy last caption / frame" in table
     with pytest.raises(ValueError, match="contrastive_loss_weight > 0"):
-        run_contrastive_ablation(apply_overrides(config, ["model.contrastive_loss_weight=0"]),
-                                 str(tmp_path / "x"))
+        run_ablation(apply_overrides(config, ["model.contrastive_loss_weight=0"]),
+                     str(tmp_path / "x"))
+
+
+def test_the_trained_model_looks_and_reads(trained):
+    """What the tiny model got wrong before issue 14, checked on a trained run.
+
+    - In inference mode the image embeddings of different frames differ (they
+      were equal to 1e-6 when the encoder's batch-norm statistics were stale).
+    - Shuffling the context images across windows moves the story state.
+    - Shuffling the context captions changes the predicted next image.
+    """
+    from kstory.data.sources import load_splits
+    from kstory.evaluation.evaluate import mean_pairwise_cosine
+    from kstory.evaluation.evaluate import run_model
+    from kstory.evaluation.input_reliance import story_state_change
+    from kstory.training.train import load_workdir_config
+
+    workdir, model = trained
+    config = load_workdir_config(workdir)
+    splits, _ = load_splits(config.data, os.path.join(workdir, "data"))
+    stories = splits["train"][:6]
+    as_is = run_model(model, stories, config.data)
+    embeddings = as_is["image_embeddings"].reshape(-1, as_is["image_embeddings"].shape[-1])
+    spread = embeddings.std(axis=0).mean() / np.abs(embeddings).mean()
+    assert spread > 0.05, spread
+    assert mean_pairwise_cosine(embeddings) < 0.95
+
+    images_shuffled = run_model(model, stories, config.data, shuffle="images")
+    assert story_state_change(as_is["story_state"], images_shuffled["story_state"]) > 0.05
+    captions_shuffled = run_model(model, stories, config.data, shuffle="captions")
+    change = np.abs(captions_shuffled["next_image"] - as_is["next_image"]).mean()
+    assert change > 0.5 / 255, change

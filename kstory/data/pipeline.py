@@ -318,11 +318,13 @@ def shuffle_context(dataset, modality, num_windows, batch_size):
 
 
 class FrameBatches:
-    """A fixed sample of stories' frames, decoded in batches, the same on every pass.
+    """A fixed sample of stories' frames, in batches, the same on every pass.
 
     What `BatchNormRecalibration` runs the image encoder on: re-iterable, and
     each pass yields the same frames in the same order (shuffled once, by
     `seed`), as numpy uint8 arrays `(batch, image_size, image_size, 3)`.
+    The frames are decoded once, on the first pass, and kept in memory
+    (`batch_size * num_batches` frames).
 
     Args:
         stories: list of `Story`.
@@ -339,8 +341,13 @@ class FrameBatches:
         self.images = [images[i] for i in order[: batch_size * num_batches]]
         self.image_size = image_size
         self.batch_size = batch_size
+        self.batches = None
 
     def __iter__(self):
-        for start in range(0, len(self.images), self.batch_size):
-            chunk = self.images[start : start + self.batch_size]
-            yield np.stack([load_frame(image, self.image_size) for image in chunk])
+        if self.batches is None:
+            self.batches = [
+                np.stack([load_frame(image, self.image_size)
+                          for image in self.images[start : start + self.batch_size]])
+                for start in range(0, len(self.images), self.batch_size)
+            ]
+        return iter(self.batches)

@@ -36,7 +36,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     early_stopping_patience: int = 5
     backup_every_batches: int = 0
-    batch_norm_recalibration_batches: int = 20
+    batch_norm_recalibration_batches: int = 10
     jit_compile: str = "auto"
     image_feature_cache: str = "auto"
 
