@@ -157,7 +157,9 @@ def format_serve_check(report):
     for check in report["checks"]:
         diff = check["max_abs_diff"]
         shown = f"{diff:.2e}" if diff is not None else check.get("note", "")
-        lines.append(f"| {check['output']} | {shown} | {check['tolerance']} | "
+        tolerance = check["tolerance"]
+        tolerance = tolerance if isinstance(tolerance, str) else f"{tolerance:.2e}"
+        lines.append(f"| {check['output']} | {shown} | {tolerance} | "
                      f"{'yes' if check['ok'] else 'NO'} |")
     lines.append("")
     lines.append("serve-check: " + ("passed" if report["ok"] else "FAILED"))
