@@ -31,12 +31,15 @@ def test_onnx_graphs_match_the_keras_model_in_onnxruntime(tiny_preprocessor, tin
         assert os.path.exists(os.path.join(directory, name)), name
 
     inputs = {name: tiny_batch[0][name].astype("int32") if name != "images" else tiny_batch[0][name]
-              for name in ("images", "token_ids", "padding_mask")}
+              for name in ("images", "token_ids", "padding_mask", "decoder_token_ids")}
     functions = onnx_graph_functions(model.backbone)
     graph_inputs = {
         "embed_images": {"images": inputs["images"][:, 2]},
         "embed_texts": {name: inputs[name][:, 2] for name in ("token_ids", "padding_mask")},
-        "next_image": inputs,
+        "next_image": {
+            **{name: inputs[name] for name in ("images", "token_ids", "padding_mask")},
+            "caption_token_ids": inputs["decoder_token_ids"],
+        },
     }
     for graph, arguments in graph_inputs.items():
         expected = functions[graph](*arguments.values())
@@ -59,8 +62,10 @@ def test_graph_functions_agree_with_the_forward_pass(tiny_preprocessor, tiny_bat
     model = build_tiny_model(tiny_preprocessor, compile=False)
     inputs = tiny_batch[0]
     forward = to_numpy(model(inputs))
+    # Given the teacher-forced caption, the graph draws the frame the
+    # training forward pass draws.
     next_image, story_state = onnx_graph_functions(model.backbone)["next_image"](
-        inputs["images"], inputs["token_ids"], inputs["padding_mask"]
+        inputs["images"], inputs["token_ids"], inputs["padding_mask"], inputs["decoder_token_ids"]
     )
     np.testing.assert_allclose(to_numpy(next_image), forward["next_image"], atol=1e-6)
     np.testing.assert_allclose(to_numpy(story_state), forward["story_state"], atol=1e-6)

@@ -55,14 +55,49 @@ class TestStoryBackbone(TestCase):
         encoded = backbone.encode(
             {name: keras.ops.convert_to_tensor(value) for name, value in INPUTS.items()}
         )
-        assert tuple(encoded["memory"].shape) == (2, 4 * 8, 16)
-        assert tuple(encoded["memory_mask"].shape) == (2, 4 * 8)
+        # Each step's caption tokens, then one slot per step's image.
+        assert tuple(encoded["memory"].shape) == (2, 4 * 8 + 4, 16)
+        assert tuple(encoded["memory_mask"].shape) == (2, 4 * 8 + 4)
         outputs = backbone(INPUTS)
         assert tuple(outputs["next_token_logits"].shape) == (2, 5, 50)
         # The untrained residual decoder copies the last context frame.
         self.assert_allclose(outputs["next_image"], INPUTS["images"][:, -1] / 255.0, atol=2e-3)
         restored = self.run_serialization_round_trip(backbone)
         assert restored.text_decoder.attention_heads == 2 and restored.image_decoder.residual
+
+    def test_the_decoder_memory_holds_each_image(self):
+        backbone = _backbone(text_decoder_attention_heads=2)
+        changed = dict(INPUTS, images=INPUTS["images"].copy())
+        changed["images"][:, -1] = 255 - changed["images"][:, -1]
+        memories = [
+            keras.ops.convert_to_numpy(backbone.encode(
+                {name: keras.ops.convert_to_tensor(value) for name, value in inputs.items()}
+            )["memory"])
+            for inputs in (INPUTS, changed)
+        ]
+        # Only the last image's slot moves: the captions' tokens and the
+        # other images are the same.
+        assert not np.allclose(memories[0][:, -1], memories[1][:, -1])
+        np.testing.assert_allclose(memories[0][:, :-1], memories[1][:, :-1], atol=1e-6)
+
+    def test_the_next_image_reads_the_next_caption(self):
+        backbone = _backbone(image_decoder_residual=True)
+        # An untrained residual decoder copies the last frame whatever it
+        # reads (its output layer starts at zero); give it weights.
+        to_rgb = backbone.image_decoder.to_rgb.kernel
+        to_rgb.assign(np.random.default_rng(2).normal(0, 0.3, to_rgb.shape).astype("float32"))
+        other = dict(INPUTS, decoder_token_ids=np.full((2, 5), 7, "int32"))
+        first = keras.ops.convert_to_numpy(backbone(INPUTS)["next_image"])
+        second = keras.ops.convert_to_numpy(backbone(other)["next_image"])
+        assert np.abs(first - second).mean() > 1e-3
+        # The same frame as `predict_next_image` given the caption's embedding.
+        inputs = {name: keras.ops.convert_to_tensor(value) for name, value in INPUTS.items()}
+        encoded = backbone.encode(inputs)
+        direct = backbone.predict_next_image(
+            inputs["images"], encoded["story_state"],
+            backbone.embed_caption(inputs["decoder_token_ids"]),
+        )
+        self.assert_allclose(direct, first, atol=1e-5)
 
     def test_every_step_reaches_the_story_state(self):
         backbone = _backbone()

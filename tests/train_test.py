@@ -280,8 +280,10 @@ def test_the_trained_model_looks(trained):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 14, open: the trained model's next frame does not yet depend on the "
-    "captions (the story state does not carry the announced scene; docs/fusion.md)",
+    reason="the smoke run (24 stories, 2 epochs) is too small for the image decoder to "
+    "learn to read the caption (0.002/255 on TensorFlow). The tiny config learns it: "
+    "results/tiny_metrics.md; the mechanism: story_backbone_test's "
+    "test_the_next_image_reads_the_next_caption",
 )
 def test_the_trained_model_reads(trained):
     """Shuffling the context captions changes the predicted next image."""

@@ -2,6 +2,7 @@
 
 import json
 import os
+import weakref
 
 import keras
 import numpy as np
@@ -48,6 +49,24 @@ def decode_captions(preprocessor, token_ids):
     return captions
 
 
+_TRACED_PREDICT_NEXT = weakref.WeakKeyDictionary()
+
+
+def _predict_next_function(model, sampler):
+    """`model.predict_next` with `sampler`; traced once per model under
+    TensorFlow, where an eager decoding loop costs about three times as much."""
+    if keras.config.backend() != "tensorflow" or not isinstance(sampler, str):
+        return lambda inputs: model.predict_next(inputs, sampler=sampler)
+    import tensorflow as tf
+
+    traced = _TRACED_PREDICT_NEXT.setdefault(model, {})
+    if sampler not in traced:
+        traced[sampler] = tf.function(
+            lambda inputs: model.predict_next(inputs, sampler=sampler), reduce_retracing=True
+        )
+    return traced[sampler]
+
+
 def run_model(model, stories, data_config, sampler="greedy", shuffle=None):
     """Free-running predictions for every window of `stories`, in window order.
 
@@ -68,15 +87,24 @@ def run_model(model, stories, data_config, sampler="greedy", shuffle=None):
         num_windows = len(story_windows(stories, data_config.num_context_steps,
                                         data_config.window_mode))
         dataset = shuffle_context(dataset, shuffle, num_windows, options["batch_size"])
+    predict_next = _predict_next_function(model, sampler)
     for inputs, targets in dataset:
         inputs = {name: value.numpy() for name, value in inputs.items()}
+        # The embeddings from one pass; the next frame and caption free-running
+        # (`predict_next`): the teacher-forced pass draws its frame from the
+        # true next caption.
         outputs = model.predict_on_batch(inputs)
-        for name in ("next_image", "image_embeddings", "text_embeddings", "story_state"):
+        for name in ("image_embeddings", "text_embeddings", "story_state"):
             collected[name].append(keras.ops.convert_to_numpy(outputs[name]))
+        predicted = predict_next(
+            {name: inputs[name] for name in ("images", "token_ids", "padding_mask")}
+        )
+        collected["next_image"].append(keras.ops.convert_to_numpy(predicted["next_image"]))
         collected["last_image"].append(inputs["images"][:, -1])
         collected["target_image"].append(targets["next_image"].numpy())
-        captions += decode_captions(model.preprocessor, keras.ops.convert_to_numpy(
-            model.generate(inputs, sampler=sampler)))
+        captions += decode_captions(
+            model.preprocessor, keras.ops.convert_to_numpy(predicted["next_token_ids"])
+        )
     results = {name: np.concatenate(values) for name, values in collected.items()}
     results["captions"] = captions
     return results

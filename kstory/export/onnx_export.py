@@ -17,19 +17,23 @@ MANIFEST_FILE = "onnx_manifest.json"
 GRAPHS = {
     "embed_images": (("images",), ("image_embedding",)),
     "embed_texts": (("token_ids", "padding_mask"), ("text_embedding",)),
-    "next_image": (("images", "token_ids", "padding_mask"), ("next_image", "story_state")),
+    "next_image": (
+        ("images", "token_ids", "padding_mask", "caption_token_ids"),
+        ("next_image", "story_state"),
+    ),
 }
 
 
 def onnx_graph_functions(backbone):
     """The exported computations, as functions of backend tensors."""
 
-    def next_image(images, token_ids, padding_mask):
+    def next_image(images, token_ids, padding_mask, caption_token_ids):
         encoded = backbone.encode(
             {"images": images, "token_ids": token_ids, "padding_mask": padding_mask}
         )
         story_state = encoded["story_state"]
-        return backbone.predict_next_image(images, story_state), story_state
+        caption = backbone.embed_caption(caption_token_ids)
+        return backbone.predict_next_image(images, story_state, caption), story_state
 
     return {
         "embed_images": backbone.embed_images,
@@ -48,11 +52,12 @@ def example_inputs(model, batch_size=2):
         "token_ids": np.ones((batch_size, steps, length), "int32"),
         "padding_mask": np.ones((batch_size, steps, length), "int32"),
     }
+    caption = np.ones((batch_size, model.preprocessor.decoder_sequence_length), "int32")
     return {
         "embed_images": {"images": context["images"][:, 0]},
         "embed_texts": {"token_ids": context["token_ids"][:, 0],
                         "padding_mask": context["padding_mask"][:, 0]},
-        "next_image": context,
+        "next_image": {**context, "caption_token_ids": caption},
     }
 
 
@@ -104,8 +109,10 @@ def export_onnx(model, directory):
     - `embed_texts.onnx`: `token_ids`, `padding_mask` int32
       `(batch, length)` -> `text_embedding`;
     - `next_image.onnx`: the context steps (`images`, `token_ids`,
-      `padding_mask`, as for the SavedModel's `serve`) -> `next_image` and
-      `story_state`.
+      `padding_mask`, as for the SavedModel's `serve`) and the next caption's
+      `caption_token_ids` int32 `(batch, decoder_length)`, `[CLS]` first (the
+      SavedModel's `next_token_ids`, or any caption to draw) -> `next_image`
+      and `story_state`.
 
     plus `onnx_manifest.json` and the serving files that
     `kstory.serving.StoryServingPreprocessor` reads. Caption generation is not

@@ -10,7 +10,9 @@ class ContextMemory(keras.layers.Layer):
 
     Each token state is projected and tagged with a learned embedding of its
     step, so attention can tell the last caption's tokens from the first's.
-    The padding mask is flattened alongside.
+    The padding mask is flattened alongside. Given `images`, per-step
+    vectors `(batch, steps, dim)`, one slot per step's image is appended,
+    projected and tagged with the same step embedding, and never masked.
 
     Args:
         units: int. Size of the memory vectors.
@@ -31,21 +33,34 @@ class ContextMemory(keras.layers.Layer):
             num_steps, units, dtype=self.dtype_policy, name="step_embedding"
         )
 
-    def build(self, sequence_shape, padding_mask_shape=None):
+    def build(self, sequence_shape, padding_mask_shape=None, images_shape=None):
         self.projection.build(sequence_shape)
         self.step_embedding.build((self.num_steps,))
+        if images_shape is not None:
+            self.image_projection = keras.layers.Dense(
+                self.units, dtype=self.dtype_policy, name="image_projection"
+            )
+            self.image_projection.build(images_shape)
 
-    def call(self, sequence, padding_mask):
+    def call(self, sequence, padding_mask, images=None):
         length = sequence.shape[2]
         memory = self.projection(sequence)
-        steps = self.step_embedding(ops.arange(self.num_steps))
-        memory = memory + ops.cast(steps[None, :, None, :], memory.dtype)
+        steps = ops.cast(self.step_embedding(ops.arange(self.num_steps)), memory.dtype)
+        memory = memory + steps[None, :, None, :]
         memory = ops.reshape(memory, (-1, self.num_steps * length, self.units))
         mask = ops.reshape(ops.cast(padding_mask, "bool"), (-1, self.num_steps * length))
+        if images is None:
+            return memory, mask
+        # One slot per step's image, tagged with the same step embedding.
+        image_memory = self.image_projection(images) + steps[None]
+        memory = ops.concatenate([memory, image_memory], axis=1)
+        mask = ops.concatenate([mask, ops.ones_like(mask[:, : self.num_steps])], axis=1)
         return memory, mask
 
-    def compute_output_shape(self, sequence_shape, padding_mask_shape=None):
+    def compute_output_shape(self, sequence_shape, padding_mask_shape=None, images_shape=None):
         flat = None if sequence_shape[2] is None else self.num_steps * sequence_shape[2]
+        if flat is not None and images_shape is not None:
+            flat += self.num_steps
         return (sequence_shape[0], flat, self.units), (sequence_shape[0], flat)
 
     def get_config(self):

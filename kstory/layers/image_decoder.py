@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 _EPSILON = 1e-3
+_REFINEMENT_FILTERS = 32
 
 
 @keras.saving.register_keras_serializable(package="kstory")
@@ -68,12 +69,24 @@ class ImageDecoder(keras.layers.Layer):
             for i in range(self.num_upsamplings)
         ]
         self.refinements = []
+        self.modulation = None
         if residual:
             self.refinements = [
-                keras.layers.Conv2D(32, 3, padding="same", activation="gelu",
+                keras.layers.Conv2D(_REFINEMENT_FILTERS, 3, padding="same", activation="gelu",
                                     dtype=self.dtype_policy, name=f"refinement_{i}")
                 for i in range(2)
             ]
+            # FiLM: the story state scales and shifts each refinement's
+            # channels. A change that covers the frame (a new scene's
+            # background) is one shift per channel, which the upsampling
+            # path alone drew too weakly to learn (issue 14). Zero-initialised:
+            # training starts from the unmodulated decoder.
+            self.modulation = keras.layers.Dense(
+                2 * _REFINEMENT_FILTERS * len(self.refinements),
+                kernel_initializer="zeros",
+                dtype=self.dtype_policy,
+                name="modulation",
+            )
         # The output head stays float32 under mixed precision.
         self.to_rgb = keras.layers.Conv2D(
             3,
@@ -87,6 +100,8 @@ class ImageDecoder(keras.layers.Layer):
 
     def build(self, story_state_shape, last_frames_shape=None):
         self.seed_projection.build(story_state_shape)
+        if self.modulation is not None:
+            self.modulation.build(story_state_shape)
         shape = (story_state_shape[0], 4, 4, self.filters)
         for layer in self.upsamplings:
             layer.build(shape)
@@ -112,8 +127,13 @@ class ImageDecoder(keras.layers.Layer):
         frames = ops.concatenate([last_frames[:, i] for i in range(num_frames)], axis=-1)
         frames = self.resize_frames(frames) / 255.0
         x = ops.concatenate([x, ops.cast(frames, x.dtype)], axis=-1)
-        for layer in self.refinements:
-            x = layer(x)
+        modulation = self.modulation(story_state)[:, None, None, :]
+        for i, layer in enumerate(self.refinements):
+            scale, shift = ops.split(
+                modulation[..., 2 * i * _REFINEMENT_FILTERS : 2 * (i + 1) * _REFINEMENT_FILTERS],
+                2, axis=-1,
+            )
+            x = layer(x) * (1 + scale) + shift
         last = ops.clip(frames[..., -3:], _EPSILON, 1 - _EPSILON)
         return ops.sigmoid(ops.log(last) - ops.log(1 - last) + self.to_rgb(x))
 

@@ -152,8 +152,10 @@ def build_story_model(
                 ),
             )
             image_preprocessing = preprocessing_mode(model_config.image_encoder)
+        pad_token_id = 0 if preprocessor is None else preprocessor.tokenizer.pad_token_id
         backbone = _build_backbone(
-            model_config, data_config, vocabulary_size, image_encoder, image_preprocessing
+            model_config, data_config, vocabulary_size, image_encoder, image_preprocessing,
+            pad_token_id,
         )
     finally:
         keras.config.set_dtype_policy(previous_policy)
@@ -169,7 +171,8 @@ def build_story_model(
 
 
 def _build_backbone(
-    model_config, data_config, vocabulary_size, image_encoder, image_preprocessing
+    model_config, data_config, vocabulary_size, image_encoder, image_preprocessing,
+    pad_token_id=0,
 ):
     return StoryBackbone(
         image_encoder=image_encoder,
@@ -192,6 +195,9 @@ def _build_backbone(
         temporal_num_heads=model_config.temporal_num_heads,
         decoder_filters=model_config.decoder_filters,
         image_decoder_residual=model_config.image_decoder_residual,
+        contrastive_head=model_config.contrastive_head,
+        image_memory=model_config.image_memory,
+        pad_token_id=pad_token_id,
         text_decoder_embedding_dim=model_config.text_decoder_embedding_dim,
         text_decoder_units=model_config.text_decoder_units,
         text_decoder_attention_heads=model_config.text_decoder_attention_heads,

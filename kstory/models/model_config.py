@@ -60,6 +60,11 @@ class ModelConfig:
             captions' tokens; 0 for a plain GRU decoder.
         modalities: str. `"both"`, or `"images"` / `"captions"` alone (the
             fusion ablation of `kstory ablate`).
+        contrastive_head: bool. Fuse each step through projections of its
+            own, so that the contrastive embeddings are a head beside the
+            fusion path (as in SimCLR) rather than its input.
+        image_memory: bool. The attending text decoder's memory also holds
+            one slot per context image, beside the captions' tokens.
         image_loss: str. `"mse"` or `"mse+l1"`.
         image_loss_weight: float. Weight of the image loss.
         text_loss_weight: float. Weight of the text loss.
@@ -90,6 +95,8 @@ class ModelConfig:
     text_decoder_units: int = 512
     text_decoder_attention_heads: int = 4
     modalities: str = "both"
+    contrastive_head: bool = True
+    image_memory: bool = True
     image_loss: str = "mse"
     image_loss_weight: float = 1.0
     text_loss_weight: float = 1.0

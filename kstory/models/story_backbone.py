@@ -27,7 +27,10 @@ class StoryBackbone(keras_hub.models.Backbone):
     `TimeDistributed` dense layers, and a GRU (or a transformer) over the
     steps gives the story state. From it, a transposed-convolution decoder
     draws the next image and a GRU decoder predicts the next caption's tokens
-    (teacher-forced on `decoder_token_ids`).
+    (teacher-forced on `decoder_token_ids`). The image decoder also reads
+    the embedding of the next caption (`embed_caption`): the true one in
+    training, the generated one at inference (`StoryModel.predict_next`), so
+    the frame follows what its caption says.
 
     The backbone is architecture only: it has no loss. See `StoryModel`.
 
@@ -62,6 +65,14 @@ class StoryBackbone(keras_hub.models.Backbone):
             (the captions' embeddings and tokens are zeroed before fusion)
             or `"captions"` (the images' embeddings are zeroed, and the image
             decoder, which must then not be residual, sees no frame).
+        contrastive_head: bool. Fuse each step through projections of its
+            own: `image_embeddings` / `text_embeddings`, which the contrastive
+            loss aligns, are then a head beside the fusion path (SimCLR's
+            projection head), not its input.
+        image_memory: bool. With an attending text decoder, its memory also
+            holds one slot per context image (see `ContextMemory`).
+        pad_token_id: int. The padding id of `decoder_token_ids`: the next
+            caption that the image decoder reads is masked with it.
         dtype: str or `keras.DTypePolicy`. Compute dtype; heads stay float32.
 
     Example:
@@ -107,6 +118,9 @@ class StoryBackbone(keras_hub.models.Backbone):
         text_decoder_units=512,
         text_decoder_attention_heads=0,
         modalities="both",
+        contrastive_head=True,
+        image_memory=True,
+        pad_token_id=0,
         dtype=None,
         **kwargs,
     ):
@@ -121,8 +135,10 @@ class StoryBackbone(keras_hub.models.Backbone):
                 "A captions-only model cannot copy the last frame: set "
                 "image_decoder_residual=False with modalities='captions'."
             )
-        # Set before the functional graph is built: `encode` reads it.
+        # Set before the functional graph is built: the graph reads them.
         self.modalities = modalities
+        self.sequence_length = sequence_length
+        self.pad_token_id = pad_token_id
         # === Layers ===
         self.image_preprocessing = ImagePreprocessing(
             image_preprocessing, dtype=dtype, name="image_preprocessing"
@@ -137,6 +153,15 @@ class StoryBackbone(keras_hub.models.Backbone):
         self.text_projection = keras.layers.Dense(
             embedding_dim, dtype=dtype, name="text_projection"
         )
+        self.contrastive_head = contrastive_head
+        self.image_fusion_projection = self.text_fusion_projection = None
+        if contrastive_head:
+            self.image_fusion_projection = keras.layers.Dense(
+                embedding_dim, dtype=dtype, name="image_fusion_projection"
+            )
+            self.text_fusion_projection = keras.layers.Dense(
+                embedding_dim, dtype=dtype, name="text_fusion_projection"
+            )
         self.fusion_concat = keras.layers.Concatenate(dtype=dtype, name="fusion_concat")
         self.fusion_dense = keras.layers.TimeDistributed(
             # Sublayers are named: an auto-generated name ("dense_19") depends
@@ -171,6 +196,7 @@ class StoryBackbone(keras_hub.models.Backbone):
             name="image_decoder",
         )
         self.context_memory = None
+        self.image_memory = image_memory and bool(text_decoder_attention_heads)
         if text_decoder_attention_heads:
             self.context_memory = ContextMemory(
                 text_decoder_units, num_context_steps, dtype=dtype, name="context_memory"
@@ -247,7 +273,11 @@ class StoryBackbone(keras_hub.models.Backbone):
             "image_embeddings": encoded["image_embeddings"],
             "text_embeddings": encoded["text_embeddings"],
             "story_state": encoded["story_state"],
-            "next_image": self.predict_next_image(last_frames, encoded["story_state"]),
+            "next_image": self.predict_next_image(
+                last_frames,
+                encoded["story_state"],
+                self.embed_caption(inputs["decoder_token_ids"]),
+            ),
             "next_token_logits": self.text_decoder(
                 inputs["decoder_token_ids"],
                 encoded["story_state"],
@@ -279,25 +309,29 @@ class StoryBackbone(keras_hub.models.Backbone):
             inputs["token_ids"], inputs["padding_mask"], training=training
         )
         text_embeddings = self.text_projection(cls_vectors)
+        image_steps, text_steps = image_embeddings, text_embeddings
+        if self.contrastive_head:
+            image_steps = self.image_fusion_projection(features)
+            text_steps = self.text_fusion_projection(cls_vectors)
         # The fusion ablation: a modality left out is zeroed (so every
         # variable still gets a gradient, of zero, on every backend).
         if self.modalities == "captions":
-            image_embeddings = image_embeddings * 0
+            image_embeddings, image_steps = image_embeddings * 0, image_steps * 0
         elif self.modalities == "images":
-            text_embeddings = text_embeddings * 0
+            text_embeddings, text_steps = text_embeddings * 0, text_steps * 0
             token_states = token_states * 0
-        fused = self.fusion_concat([image_embeddings, text_embeddings])
-        encoded = {
-            "image_embeddings": image_embeddings,
-            "text_embeddings": text_embeddings,
-            "story_state": self.temporal(
-                self.fusion_norm(self.fusion_dense(fused)), training=training
-            ),
-        }
+        fused = self.fusion_concat([image_steps, text_steps])
+        story_state = self.temporal(self.fusion_norm(self.fusion_dense(fused)), training=training)
+        encoded = {"image_embeddings": image_embeddings, "text_embeddings": text_embeddings}
         if self.context_memory is not None:
-            encoded["memory"], encoded["memory_mask"] = self.context_memory(
-                token_states, inputs["padding_mask"], training=training
+            memory, memory_mask = self.context_memory(
+                token_states,
+                inputs["padding_mask"],
+                image_steps if self.image_memory else None,
+                training=training,
             )
+            encoded["memory"], encoded["memory_mask"] = memory, memory_mask
+        encoded["story_state"] = story_state
         return encoded
 
     def embed_images(self, images):
@@ -316,10 +350,34 @@ class StoryBackbone(keras_hub.models.Backbone):
         cls_vectors, _ = self.text_encoder(token_ids[:, None, :], padding_mask[:, None, :])
         return self.text_projection(cls_vectors[:, 0, :])
 
-    def predict_next_image(self, images, story_state):
-        """The next frame from the story state and the context `images` (or
-        their last frames at the output size)."""
-        return self.image_decoder(story_state, images[:, -min(2, images.shape[1]):])
+    def embed_caption(self, token_ids):
+        """A next caption's text embedding, what `predict_next_image` reads.
+
+        `token_ids` are laid out as `decoder_token_ids` in training and as
+        `StoryModel.generate` returns them: `[CLS]`, the caption, `[SEP]`,
+        padding. They are embedded as a context caption is (`embed_texts`),
+        cut to `sequence_length`.
+        """
+        token_ids = token_ids[:, : self.sequence_length]
+        padding_mask = ops.cast(ops.not_equal(token_ids, self.pad_token_id), "int32")
+        return self.embed_texts(token_ids, padding_mask)
+
+    def predict_next_image(self, images, story_state, caption_embedding):
+        """The next frame from the story state, the embedding of the next
+        caption and the context `images` (or their last frames at the output
+        size).
+
+        The image decoder draws the caption it illustrates
+        (`caption_embedding`, see `embed_caption`): in training the true next
+        caption, at inference the generated one. The contrastive loss aligns a
+        caption's embedding with its frame's, so the embedding carries what the
+        frame shows, such as an announced change of scene, which the story
+        state alone did not learn to carry (issue 14; docs/fusion.md).
+        """
+        condition = ops.concatenate(
+            [story_state, ops.cast(caption_embedding, story_state.dtype)], axis=-1
+        )
+        return self.image_decoder(condition, images[:, -min(2, images.shape[1]):])
 
     def get_config(self):
         config = super().get_config()
@@ -347,6 +405,9 @@ class StoryBackbone(keras_hub.models.Backbone):
                 "text_decoder_units": self.text_decoder_units,
                 "text_decoder_attention_heads": self.text_decoder_attention_heads,
                 "modalities": self.modalities,
+                "contrastive_head": self.contrastive_head,
+                "image_memory": self.image_memory,
+                "pad_token_id": self.pad_token_id,
             }
         )
         return config

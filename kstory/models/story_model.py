@@ -298,9 +298,12 @@ class StoryModel(keras_hub.models.Task):
         """
         steps = _context_steps(inputs)
         encoded = self.backbone.encode(steps)
+        token_ids = self._generate(encoded, sampler, max_length)
         return {
-            "next_image": self.backbone.predict_next_image(steps["images"], encoded["story_state"]),
-            "next_token_ids": self._generate(encoded, sampler, max_length),
+            "next_image": self.backbone.predict_next_image(
+                steps["images"], encoded["story_state"], self.backbone.embed_caption(token_ids)
+            ),
+            "next_token_ids": token_ids,
         }
 
     def _generate(self, encoded, sampler, max_length):
