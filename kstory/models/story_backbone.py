@@ -276,7 +276,7 @@ class StoryBackbone(keras_hub.models.Backbone):
             "next_image": self.predict_next_image(
                 last_frames,
                 encoded["story_state"],
-                self.embed_caption(inputs["decoder_token_ids"]),
+                self.embed_caption(inputs["decoder_token_ids"], training=training),
             ),
             "next_token_logits": self.text_decoder(
                 inputs["decoder_token_ids"],
@@ -344,13 +344,15 @@ class StoryBackbone(keras_hub.models.Backbone):
         what the frozen-feature cache stores."""
         return self.image_encoder(self.image_preprocessing(images))
 
-    def embed_texts(self, token_ids, padding_mask):
+    def embed_texts(self, token_ids, padding_mask, training=None):
         """Single captions' `token_ids` / `padding_mask` `(batch, length)` ->
         text embeddings `(batch, embedding_dim)`, as for each context step."""
-        cls_vectors, _ = self.text_encoder(token_ids[:, None, :], padding_mask[:, None, :])
+        cls_vectors, _ = self.text_encoder(
+            token_ids[:, None, :], padding_mask[:, None, :], training=training
+        )
         return self.text_projection(cls_vectors[:, 0, :])
 
-    def embed_caption(self, token_ids):
+    def embed_caption(self, token_ids, training=None):
         """A next caption's text embedding, what `predict_next_image` reads.
 
         `token_ids` are laid out as `decoder_token_ids` in training and as
@@ -360,7 +362,7 @@ class StoryBackbone(keras_hub.models.Backbone):
         """
         token_ids = token_ids[:, : self.sequence_length]
         padding_mask = ops.cast(ops.not_equal(token_ids, self.pad_token_id), "int32")
-        return self.embed_texts(token_ids, padding_mask)
+        return self.embed_texts(token_ids, padding_mask, training=training)
 
     def predict_next_image(self, images, story_state, caption_embedding):
         """The next frame from the story state, the embedding of the next
