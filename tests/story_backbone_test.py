@@ -38,8 +38,21 @@ class TestStoryBackbone(TestCase):
         shapes = {name: tuple(value.shape) for name, value in outputs.items()}
         assert shapes == {
             "image_embeddings": (2, 4, 16), "text_embeddings": (2, 4, 16), "story_state": (2, 16),
-            "next_image": (2, 16, 16, 3), "next_token_logits": (2, 5, 50),
+            "step_states": (2, 4, 16), "next_image": (2, 16, 16, 3), "next_token_logits": (2, 5, 50),
         }
+        self.assert_allclose(outputs["step_states"][:, -1], outputs["story_state"], atol=0)
+
+    @pytest.mark.parametrize("temporal_model", ["gru", "transformer"])
+    def test_step_states_see_only_the_steps_so_far(self, temporal_model):
+        # Step t's state is asked for caption t + 1 (the bag-of-words loss):
+        # it must not have seen step t + 1.
+        backbone = _backbone(temporal_model=temporal_model, temporal_num_heads=2)
+        base = keras.ops.convert_to_numpy(backbone(INPUTS)["step_states"])
+        changed = {**INPUTS, "token_ids": INPUTS["token_ids"].copy()}
+        changed["token_ids"][:, 2] = 7
+        states = keras.ops.convert_to_numpy(backbone(changed)["step_states"])
+        np.testing.assert_allclose(states[:, :2], base[:, :2], atol=1e-6)
+        assert not np.allclose(states[:, 2:], base[:, 2:], atol=1e-4)
 
     def test_encode_matches_the_functional_graph(self):
         backbone = _backbone()

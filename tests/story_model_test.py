@@ -114,6 +114,57 @@ class TestStoryModel(TestCase):
         _, changed_loss, _ = model.loss_terms(targets, {**outputs, "next_token_logits": logits})
         np.testing.assert_allclose(float(text_loss), float(changed_loss), rtol=1e-6)
 
+    def test_bag_of_words_loss_against_numpy(self, tiny_preprocessor, tiny_batch):
+        model = build_tiny_model(tiny_preprocessor, bag_of_words_loss_weight=0.5)
+        inputs, targets = tiny_batch
+        outputs = model(inputs)
+        loss = float(model.bag_of_words_loss(targets, outputs, inputs))
+        kernel, bias = (to_numpy(w.value) for w in model.bag_of_words_head.weights)
+        logits = to_numpy(outputs["step_states"]).astype("float64") @ kernel + bias
+        log_probs = logits - logits.max(-1, keepdims=True)
+        log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
+        pad = tiny_preprocessor.tokenizer.pad_token_id
+        # Step t is scored on the words of caption t + 1: the next context
+        # caption, and after the last step the window's target.
+        step_targets = [np.asarray(inputs["token_ids"])[:, step] for step in (1, 2, 3)]
+        step_targets.append(np.asarray(targets["next_token_ids"]))
+        picked = [
+            log_probs[row, step, ids[row, col]]
+            for step, ids in enumerate(step_targets)
+            for row, col in zip(*np.nonzero(ids != pad))
+        ]
+        np.testing.assert_allclose(loss, -np.mean(picked), rtol=1e-5)
+        # One distribution per step: the order of the words does not matter.
+        ids = np.asarray(targets["next_token_ids"])
+        real = ids != pad
+        shuffled = ids.copy()
+        for row in range(len(ids)):
+            shuffled[row, real[row]] = np.random.default_rng(row).permutation(ids[row, real[row]])
+        np.testing.assert_allclose(
+            float(model.bag_of_words_loss({**targets, "next_token_ids": shuffled}, outputs, inputs)),
+            loss, rtol=1e-6,
+        )
+
+    def test_bag_of_words_term_is_logged_trains_its_head_and_is_saved(
+        self, tiny_preprocessor, tiny_dataset, tiny_batch, tmp_path
+    ):
+        model = build_tiny_model(tiny_preprocessor, bag_of_words_loss_weight=0.5)
+        assert build_tiny_model(tiny_preprocessor).bag_of_words_head is None
+        inputs, targets = tiny_batch
+        logs = model.evaluate(inputs, targets, verbose=0, return_dict=True)
+        terms = (logs["image_loss"] + logs["text_loss"] + 0.1 * logs["contrastive_loss"]
+                 + 0.5 * logs["bag_of_words_loss"])
+        np.testing.assert_allclose(logs["loss"], terms, rtol=1e-4)
+        before = to_numpy(model.bag_of_words_head.kernel.value)
+        self.run_fit_step(model, tiny_dataset.take(2))
+        assert not np.array_equal(before, to_numpy(model.bag_of_words_head.kernel.value))
+        restored = self.run_saved_model_round_trip(model, inputs, tmp_path)
+        assert restored.bag_of_words_loss_weight == 0.5
+        np.testing.assert_array_equal(
+            to_numpy(restored.bag_of_words_head.kernel.value),
+            to_numpy(model.bag_of_words_head.kernel.value),
+        )
+
     def test_temperature_starts_at_0_07_and_is_clipped(self, tiny_preprocessor):
         model = build_tiny_model(tiny_preprocessor, compile=False)
         np.testing.assert_allclose(float(model.logit_scale()), 1 / 0.07, rtol=1e-5)

@@ -2,6 +2,7 @@
 
 import keras
 import keras_hub
+from keras import ops
 
 
 @keras.saving.register_keras_serializable(package="kstory")
@@ -19,6 +20,10 @@ class TemporalTransformer(keras.layers.Layer):
         intermediate_dim: int. Feed-forward width.
         max_steps: int. Most steps (positions) supported.
         dropout: float. Dropout in the encoder layers.
+        return_sequences: bool. Return every step's state `(batch, steps,
+            units)`, each step attending only to itself and the steps
+            before it (a causal mask, so that step t's state can be asked for
+            step t+1), instead of the last step's alone.
 
     Example:
     >>> TemporalTransformer(units=16, num_heads=2)(np.zeros((2, 4, 8))).shape
@@ -27,7 +32,7 @@ class TemporalTransformer(keras.layers.Layer):
 
     def __init__(
         self, units, num_layers=2, num_heads=4, intermediate_dim=None, max_steps=16,
-        dropout=0.0, **kwargs,
+        dropout=0.0, return_sequences=False, **kwargs,
     ):
         super().__init__(**kwargs)
         self.units = units
@@ -36,6 +41,7 @@ class TemporalTransformer(keras.layers.Layer):
         self.intermediate_dim = intermediate_dim
         self.max_steps = max_steps
         self.dropout = dropout
+        self.return_sequences = return_sequences
         self.input_projection = keras.layers.Dense(units, dtype=self.dtype_policy, name="input_projection")
         self.position_embedding = keras_hub.layers.PositionEmbedding(
             max_steps, dtype=self.dtype_policy, name="position_embedding"
@@ -64,11 +70,21 @@ class TemporalTransformer(keras.layers.Layer):
     def call(self, steps, training=False):
         x = self.input_projection(steps)
         x = x + self.position_embedding(x)
+        mask = None
+        if self.return_sequences:
+            steps = x.shape[1]
+            mask = ops.broadcast_to(
+                ops.tril(ops.ones((steps, steps), "int32"))[None], (ops.shape(x)[0], steps, steps)
+            )
         for layer in self.encoder_layers:
-            x = layer(x, training=training)
+            x = layer(x, attention_mask=mask, training=training)
+        if self.return_sequences:
+            return self.output_norm(x)
         return self.output_norm(x[:, -1, :])
 
     def compute_output_shape(self, input_shape):
+        if self.return_sequences:
+            return (*input_shape[:-1], self.units)
         return (input_shape[0], self.units)
 
     def get_config(self):
@@ -80,4 +96,5 @@ class TemporalTransformer(keras.layers.Layer):
             "intermediate_dim": self.intermediate_dim,
             "max_steps": self.max_steps,
             "dropout": self.dropout,
+            "return_sequences": self.return_sequences,
         }

@@ -166,6 +166,7 @@ def build_story_model(
         image_loss_weight=model_config.image_loss_weight,
         text_loss_weight=model_config.text_loss_weight,
         contrastive_loss_weight=model_config.contrastive_loss_weight,
+        bag_of_words_loss_weight=model_config.bag_of_words_loss_weight,
         pad_token_id=None if preprocessor is not None else 0,
     )
 

@@ -69,6 +69,8 @@ class ModelConfig:
         image_loss_weight: float. Weight of the image loss.
         text_loss_weight: float. Weight of the text loss.
         contrastive_loss_weight: float. Weight of InfoNCE; 0 turns it off.
+        bag_of_words_loss_weight: float. Weight of the bag-of-words loss on
+            the story state (see `StoryModel`); 0 turns it off.
         dtype_policy: str. `"float32"`, `"mixed_bfloat16"` or `"mixed_float16"`.
     """
 
@@ -101,6 +103,7 @@ class ModelConfig:
     image_loss_weight: float = 1.0
     text_loss_weight: float = 1.0
     contrastive_loss_weight: float = 0.1
+    bag_of_words_loss_weight: float = 0.0
     dtype_policy: str = "float32"
 
     def __post_init__(self):
@@ -131,6 +134,9 @@ class ModelConfig:
                 "model.image_batch_norm_momentum must be in [0, 1); "
                 f"got {self.image_batch_norm_momentum}."
             )
-        for name in ("image_loss_weight", "text_loss_weight", "contrastive_loss_weight"):
+        for name in (
+            "image_loss_weight", "text_loss_weight", "contrastive_loss_weight",
+            "bag_of_words_loss_weight",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"model.{name} must be >= 0; got {getattr(self, name)}.")

@@ -178,13 +178,16 @@ class StoryBackbone(keras_hub.models.Backbone):
             name="fusion_norm",
         )
         if temporal_model == "gru":
-            self.temporal = keras.layers.GRU(temporal_units, dtype=dtype, name="temporal")
+            self.temporal = keras.layers.GRU(
+                temporal_units, return_sequences=True, dtype=dtype, name="temporal"
+            )
         else:
             self.temporal = TemporalTransformer(
                 temporal_units,
                 num_layers=temporal_num_layers,
                 num_heads=temporal_num_heads,
                 max_steps=num_context_steps,
+                return_sequences=True,
                 dtype=dtype,
                 name="temporal",
             )
@@ -273,6 +276,7 @@ class StoryBackbone(keras_hub.models.Backbone):
             "image_embeddings": encoded["image_embeddings"],
             "text_embeddings": encoded["text_embeddings"],
             "story_state": encoded["story_state"],
+            "step_states": encoded["step_states"],
             "next_image": self.predict_next_image(
                 last_frames,
                 encoded["story_state"],
@@ -289,7 +293,8 @@ class StoryBackbone(keras_hub.models.Backbone):
 
     def encode(self, inputs, training=None):
         """Context steps -> dict of `image_embeddings`, `text_embeddings`,
-        `story_state`, and the decoder's `memory` / `memory_mask` when it attends.
+        `story_state`, `step_states` (the state after each step; the last is
+        the story state), and the decoder's `memory` / `memory_mask` when it attends.
 
         Takes `images`, or cached `image_features` (see `compute_outputs`). Runs
         eagerly for generation.
@@ -321,7 +326,10 @@ class StoryBackbone(keras_hub.models.Backbone):
             text_embeddings, text_steps = text_embeddings * 0, text_steps * 0
             token_states = token_states * 0
         fused = self.fusion_concat([image_steps, text_steps])
-        story_state = self.temporal(self.fusion_norm(self.fusion_dense(fused)), training=training)
+        # Every step's state, each from the steps up to it (the GRU runs
+        # forwards; the transformer is causal): the story state is the last.
+        step_states = self.temporal(self.fusion_norm(self.fusion_dense(fused)), training=training)
+        story_state = step_states[:, -1, :]
         encoded = {"image_embeddings": image_embeddings, "text_embeddings": text_embeddings}
         if self.context_memory is not None:
             memory, memory_mask = self.context_memory(
@@ -331,7 +339,7 @@ class StoryBackbone(keras_hub.models.Backbone):
                 training=training,
             )
             encoded["memory"], encoded["memory_mask"] = memory, memory_mask
-        encoded["story_state"] = story_state
+        encoded["story_state"], encoded["step_states"] = story_state, step_states
         return encoded
 
     def embed_images(self, images):

@@ -54,7 +54,9 @@ class StoryModel(keras_hub.models.Task):
     `text_loss` (cross-entropy of the next caption's tokens, padding masked
     out) and `contrastive_loss` (symmetric InfoNCE between the image and text
     embeddings of all `batch x steps` context steps, with a learnable
-    temperature initialised at 0.07 and clipped to at least 0.01). They are
+    temperature initialised at 0.07 and clipped to at least 0.01); with
+    `bag_of_words_loss_weight`, a fourth, `bag_of_words_loss`, asks the story
+    state alone for the next caption's words, in any order. They are
     added in `compute_loss`, the one hook that the TensorFlow, JAX and PyTorch
     trainers all call, so the same step runs on every backend.
 
@@ -73,6 +75,14 @@ class StoryModel(keras_hub.models.Task):
         text_loss_weight: float. Weight of the text term.
         contrastive_loss_weight: float. Weight of the InfoNCE term; 0 turns it
             off (the ablation).
+        bag_of_words_loss_weight: float. Weight of the bag-of-words term
+            (Zhao et al., 2017): a dense head on the story state predicts a
+            distribution over the vocabulary, scored by the log-probability
+            of each token of the next caption. Unlike the decoder's loss, whose
+            words mostly follow from the context captions' tokens, it rewards
+            a story state that carries every fact the next caption states,
+            including those only the images show (issue 14). 0 (the default)
+            builds no head.
         pad_token_id: int. Token id ignored by the text loss; defaults to the
             preprocessor's tokenizer's.
 
@@ -93,6 +103,7 @@ class StoryModel(keras_hub.models.Task):
         image_loss_weight=1.0,
         text_loss_weight=1.0,
         contrastive_loss_weight=0.1,
+        bag_of_words_loss_weight=0.0,
         pad_token_id=None,
         **kwargs,
     ):
@@ -117,6 +128,7 @@ class StoryModel(keras_hub.models.Task):
         self.image_loss_weight = image_loss_weight
         self.text_loss_weight = text_loss_weight
         self.contrastive_loss_weight = contrastive_loss_weight
+        self.bag_of_words_loss_weight = bag_of_words_loss_weight
         self.pad_token_id = pad_token_id
 
         # === Training state ===
@@ -129,6 +141,18 @@ class StoryModel(keras_hub.models.Task):
         self.image_loss_tracker = keras.metrics.Mean(name="image_loss")
         self.text_loss_tracker = keras.metrics.Mean(name="text_loss")
         self.contrastive_loss_tracker = keras.metrics.Mean(name="contrastive_loss")
+        self.bag_of_words_head = None
+        if bag_of_words_loss_weight:
+            # A training-only head beside the functional graph, read by
+            # `compute_loss` (as `log_logit_scale` is); made after the
+            # graph, so that every backend tracks its weights.
+            self.bag_of_words_head = keras.layers.Dense(
+                backbone.vocabulary_size, dtype="float32", name="bag_of_words_head"
+            )
+            self.bag_of_words_head.build((None, backbone.temporal_units))
+        self.bag_of_words_loss_tracker = None
+        if self.bag_of_words_head is not None:
+            self.bag_of_words_loss_tracker = keras.metrics.Mean(name="bag_of_words_loss")
 
     def get_compile_config(self):
         config = super().get_compile_config()
@@ -250,6 +274,38 @@ class StoryModel(keras_hub.models.Task):
         )
         return image_loss, text_loss, contrastive_loss
 
+    def bag_of_words_loss(self, y, y_pred, x=None):
+        """The bag-of-words term: the mean negative log-probability of each
+        step's next caption's tokens under the head's one distribution per
+        step (padding masked out, counted over the global batch as the text
+        loss).
+
+        The last step's next caption is the window's target; an earlier
+        step's is the following context caption (`x["token_ids"]`), which
+        that step's state has not seen: the temporal model is causal. Every
+        window then gives each step's facts, the ones only its frame shows
+        included, one target per step rather than one per window.
+        """
+        step_states = ops.cast(y_pred["step_states"], "float32")
+        targets = ops.cast(y["next_token_ids"], "int32")[:, None, :]
+        if x is not None and "token_ids" in x and step_states.shape[1] > 1:
+            context = ops.cast(x["token_ids"], "int32")[:, 1:, :]
+            length = max(context.shape[-1], targets.shape[-1])
+            pad = self.pad_token_id
+
+            def padded(ids):
+                extra = length - ids.shape[-1]
+                return ops.pad(ids, [[0, 0], [0, 0], [0, extra]], constant_values=pad)
+
+            targets = ops.concatenate([padded(context), padded(targets)], axis=1)
+        else:
+            step_states = step_states[:, -1:, :]
+        log_probs = ops.log_softmax(self.bag_of_words_head(step_states), axis=-1)
+        picked = ops.take_along_axis(log_probs, targets, axis=-1)
+        mask = ops.cast(ops.not_equal(targets, self.pad_token_id), "float32")
+        num_tokens = ops.maximum(replica_sum(ops.sum(mask)), 1.0)
+        return -ops.sum(picked * mask) * num_replicas_in_sync() / num_tokens
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         image_loss, text_loss, contrastive_loss = self.loss_terms(y, y_pred, x)
         self.image_loss_tracker.update_state(image_loss)
@@ -258,6 +314,10 @@ class StoryModel(keras_hub.models.Task):
         total = self.image_loss_weight * image_loss + self.text_loss_weight * text_loss
         if self.contrastive_loss_weight:
             total = total + self.contrastive_loss_weight * contrastive_loss
+        if self.bag_of_words_head is not None:
+            bag_of_words_loss = self.bag_of_words_loss(y, y_pred, x)
+            self.bag_of_words_loss_tracker.update_state(bag_of_words_loss)
+            total = total + self.bag_of_words_loss_weight * bag_of_words_loss
         if self.losses:
             total = total + ops.sum(self.losses)
         # TensorFlow strategies sum the replicas' gradients.
@@ -375,6 +435,7 @@ class StoryModel(keras_hub.models.Task):
                 "image_loss_weight": self.image_loss_weight,
                 "text_loss_weight": self.text_loss_weight,
                 "contrastive_loss_weight": self.contrastive_loss_weight,
+                "bag_of_words_loss_weight": self.bag_of_words_loss_weight,
                 "pad_token_id": self.pad_token_id,
             }
         )
