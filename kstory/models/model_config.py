@@ -70,7 +70,7 @@ class ModelConfig:
         text_loss_weight: float. Weight of the text loss.
         contrastive_loss_weight: float. Weight of InfoNCE; 0 turns it off.
         bag_of_words_loss_weight: float. Weight of the bag-of-words loss on
-            the story state (see `StoryModel`); 0 turns it off.
+            every step's state (see `StoryModel`); 0 turns it off.
         dtype_policy: str. `"float32"`, `"mixed_bfloat16"` or `"mixed_float16"`.
     """
 

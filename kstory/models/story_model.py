@@ -55,8 +55,8 @@ class StoryModel(keras_hub.models.Task):
     out) and `contrastive_loss` (symmetric InfoNCE between the image and text
     embeddings of all `batch x steps` context steps, with a learnable
     temperature initialised at 0.07 and clipped to at least 0.01); with
-    `bag_of_words_loss_weight`, a fourth, `bag_of_words_loss`, asks the story
-    state alone for the next caption's words, in any order. They are
+    `bag_of_words_loss_weight`, a fourth, `bag_of_words_loss`, asks each step's
+    state for the following caption's words, in any order. They are
     added in `compute_loss`, the one hook that the TensorFlow, JAX and PyTorch
     trainers all call, so the same step runs on every backend.
 
@@ -76,9 +76,10 @@ class StoryModel(keras_hub.models.Task):
         contrastive_loss_weight: float. Weight of the InfoNCE term; 0 turns it
             off (the ablation).
         bag_of_words_loss_weight: float. Weight of the bag-of-words term
-            (Zhao et al., 2017): a dense head on the story state predicts a
+            (Zhao et al., 2017): a dense head on each step's state predicts a
             distribution over the vocabulary, scored by the log-probability
-            of each token of the next caption. Unlike the decoder's loss, whose
+            of each token of the following caption (see
+            `bag_of_words_loss`). Unlike the decoder's loss, whose
             words mostly follow from the context captions' tokens, it rewards
             a story state that carries every fact the next caption states,
             including those only the images show (issue 14). 0 (the default)
@@ -141,7 +142,7 @@ class StoryModel(keras_hub.models.Task):
         self.image_loss_tracker = keras.metrics.Mean(name="image_loss")
         self.text_loss_tracker = keras.metrics.Mean(name="text_loss")
         self.contrastive_loss_tracker = keras.metrics.Mean(name="contrastive_loss")
-        self.bag_of_words_head = None
+        self.bag_of_words_head = self.bag_of_words_loss_tracker = None
         if bag_of_words_loss_weight:
             # A training-only head beside the functional graph, read by
             # `compute_loss` (as `log_logit_scale` is); made after the
@@ -150,8 +151,6 @@ class StoryModel(keras_hub.models.Task):
                 backbone.vocabulary_size, dtype="float32", name="bag_of_words_head"
             )
             self.bag_of_words_head.build((None, backbone.temporal_units))
-        self.bag_of_words_loss_tracker = None
-        if self.bag_of_words_head is not None:
             self.bag_of_words_loss_tracker = keras.metrics.Mean(name="bag_of_words_loss")
 
     def get_compile_config(self):
@@ -263,9 +262,7 @@ class StoryModel(keras_hub.models.Task):
         token_losses = keras.losses.sparse_categorical_crossentropy(
             targets, ops.cast(y_pred["next_token_logits"], "float32"), from_logits=True
         )
-        mask = ops.cast(ops.not_equal(targets, self.pad_token_id), "float32")
-        num_tokens = ops.maximum(replica_sum(ops.sum(mask)), 1.0)
-        text_loss = ops.sum(token_losses * mask) * num_replicas_in_sync() / num_tokens
+        text_loss = self._token_mean(token_losses, targets)
         contrastive_loss = self.contrastive_loss(
             y_pred["image_embeddings"],
             y_pred["text_embeddings"],
@@ -301,10 +298,14 @@ class StoryModel(keras_hub.models.Task):
         else:
             step_states = step_states[:, -1:, :]
         log_probs = ops.log_softmax(self.bag_of_words_head(step_states), axis=-1)
-        picked = ops.take_along_axis(log_probs, targets, axis=-1)
+        return self._token_mean(-ops.take_along_axis(log_probs, targets, axis=-1), targets)
+
+    def _token_mean(self, token_losses, targets):
+        """The mean of per-token losses over the global batch's non-padding
+        `targets`, as this replica's share (see `loss_terms`)."""
         mask = ops.cast(ops.not_equal(targets, self.pad_token_id), "float32")
         num_tokens = ops.maximum(replica_sum(ops.sum(mask)), 1.0)
-        return -ops.sum(picked * mask) * num_replicas_in_sync() / num_tokens
+        return ops.sum(token_losses * mask) * num_replicas_in_sync() / num_tokens
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         image_loss, text_loss, contrastive_loss = self.loss_terms(y, y_pred, x)
