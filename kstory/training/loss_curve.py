@@ -3,6 +3,18 @@
 import csv
 
 
+def loss_terms(columns):
+    """The loss terms among a history's columns: the total first, then each
+    training `*_loss` column in the file's order.
+
+    Example:
+    >>> loss_terms(["epoch", "image_loss", "loss", "val_image_loss", "val_loss"])
+    ['loss', 'image_loss']
+    """
+    terms = [name for name in columns if name.endswith("_loss") and not name.startswith("val_")]
+    return (["loss"] if "loss" in columns else []) + terms
+
+
 def plot_loss_curve(history_path, output_path, title=None):
     """Plots train and validation curves of each loss term into a PNG.
 
@@ -18,8 +30,7 @@ def plot_loss_curve(history_path, output_path, title=None):
 
     with open(history_path) as file:
         rows = list(csv.DictReader(file))
-    terms = [name for name in ("loss", "image_loss", "text_loss", "contrastive_loss")
-             if rows and name in rows[0]]
+    terms = loss_terms(list(rows[0]) if rows else [])
     figure, axes = pyplot.subplots(1, len(terms), figsize=(4 * len(terms), 3.2), squeeze=False)
     epochs = [int(row["epoch"]) + 1 for row in rows]
     for axis, term in zip(axes[0], terms):
