@@ -45,12 +45,13 @@ def _parser():
     evaluate.add_argument("--storyboards", type=int, default=3,
                           help="Storyboards of the first N held-out stories.")
     ablate = commands.add_parser(
-        "ablate", help="Train a config as is, without the contrastive loss, and with captions "
-        "or images alone; compare.",
+        "ablate", help="Train a config as is, without the contrastive loss, without the "
+        "bag-of-words loss, and with captions or images alone; compare.",
     )
     _add_config_arguments(ablate)
-    ablate.add_argument("--variants", default="full,no contrastive,captions only,images only",
-                        help="Comma-separated runs (default: all four).")
+    ablate.add_argument("--variants",
+                        help="Comma-separated runs, from: full, no contrastive, no bag-of-words, "
+                        "captions only, images only (default: every one that changes the config).")
     ablate.add_argument("--report", help="Write the comparison, with provenance, here.")
     seeds = commands.add_parser(
         "seeds", help="Train and score a config under several seeds; report the spread."
@@ -191,13 +192,13 @@ def _ablate(args):
     from kstory.provenance import provenance_markdown
 
     config = _load_config(args)
-    variants = [name.strip() for name in args.variants.split(",")]
+    variants = args.variants and [name.strip() for name in args.variants.split(",")]
     results = run_ablation(config, args.workdir, variants=variants)
     table = format_ablation(results)
     print(table)
     if args.report:
         with open(args.report, "w") as file:
-            file.write("# Ablation: what the contrastive term and each modality buy\n\n"
+            file.write("# Ablation: what each loss term and each modality buy\n\n"
                        "Produced by:\n\n")
             file.write(provenance_markdown(provenance(args.config)) + "\n\n" + table)
 

@@ -261,10 +261,12 @@ class TestGeneration(TestCase):
     def test_predict_next_matches_the_forward_pass_and_generate(self, tiny_preprocessor, tiny_batch):
         model = build_tiny_model(tiny_preprocessor, compile=False, text_decoder_attention_heads=2)
         inputs = {name: tiny_batch[0][name] for name in ("images", "token_ids", "padding_mask")}
-        outputs = to_numpy(model.predict_next(inputs))
+        outputs = to_numpy(model.predict_next(inputs, return_embeddings=True))
         forward = to_numpy(model({**inputs, "decoder_token_ids": tiny_batch[0]["decoder_token_ids"]}))
-        self.assert_allclose(outputs["next_image"], forward["next_image"], atol=1e-6)
+        for name in ("next_image", "image_embeddings", "text_embeddings", "story_state"):
+            self.assert_allclose(outputs[name], forward[name], atol=1e-6)
         np.testing.assert_array_equal(outputs["next_token_ids"], to_numpy(model.generate(inputs)))
+        assert set(model.predict_next(inputs)) == {"next_image", "next_token_ids"}
         # Float 0-255 frames give the same result as uint8 ones.
         float_outputs = to_numpy(
             model.predict_next({**inputs, "images": inputs["images"].astype("float32")})

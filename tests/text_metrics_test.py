@@ -73,3 +73,17 @@ def test_without_java_reports_python_scores_and_says_so(monkeypatch, caplog):
 def test_empty_prediction_scores_zero_without_crashing():
     scores = text_metrics.coco_caption_scores(REFERENCES[:2], ["", "a blue square"])
     assert 0 <= scores["BLEU-1"] < 1 and scores["METEOR"] < 1
+
+
+def test_the_shared_meteor_process_carries_nothing_between_calls(coco):
+    # One METEOR process serves every call; a second set scored in between
+    # must leave the first set's score as a fresh process gives it.
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    text_metrics.coco_caption_scores(REFERENCES[:2], REFERENCES[2:])
+    again = text_metrics.coco_caption_scores(REFERENCES, PREDICTIONS)
+    gts = {str(i): [r] for i, r in enumerate(REFERENCES)}
+    res = {str(i): [p] for i, p in enumerate(PREDICTIONS)}
+    fresh, _ = Meteor().compute_score(gts, res)
+    assert again["METEOR"] == coco["METEOR"]
+    np.testing.assert_allclose(again["METEOR"], fresh, atol=1e-6)

@@ -233,16 +233,28 @@ def test_ablation_writes_a_comparison(smoke_config, trained, tmp_path):
     config = smoke_config
     shutil.copytree(trained[0], tmp_path / "full")
     results = run_ablation(config, str(tmp_path))
-    assert list(results) == ["full", "no contrastive", "captions only", "images only"]
+    assert list(results) == [
+        "full", "no contrastive", "no bag-of-words", "captions only", "images only"]
     saved = {name: json.load(open(tmp_path / name / "config.json"))["model"]
-             for name in ("no_contrastive", "captions_only", "images_only")}
+             for name in ("no_contrastive", "no_bag_of_words", "captions_only", "images_only")}
     assert saved["no_contrastive"]["contrastive_loss_weight"] == 0.0
+    assert saved["no_bag_of_words"]["bag_of_words_loss_weight"] == 0.0
     assert saved["captions_only"]["modalities"] == "captions"
     assert saved["images_only"]["modalities"] == "images"
     table = format_ablation(results)
     assert "| no contrastive (contrastive_loss_weight=0.0) |" in table
     assert "| captions only (modalities=captions" in table
     assert "floor: copy last caption / frame" in table
+    # Each run's input reliance, from its own evaluation.
+    drop = results["full"]["input_reliance"]["verdicts"][0]
+    assert (drop["output"], drop["shuffled"]) == ("caption", "images")
+    assert "| caption drop, images shuffled | image drop, captions shuffled |" in table
+    full_row = next(line for line in table.splitlines() if line.startswith("| full |"))
+    assert f"| {drop['relative_drop']:+.1%} |" in full_row
+    # A variant that changes nothing is refused, by name.
+    no_bag = apply_overrides(config, ["model.bag_of_words_loss_weight=0"])
+    with pytest.raises(ValueError, match=r"\['no bag-of-words'\] would train the full config"):
+        run_ablation(no_bag, str(tmp_path / "y"), variants=["full", "no bag-of-words"])
     with pytest.raises(ValueError, match="contrastive_loss_weight > 0"):
         run_ablation(apply_overrides(config, ["model.contrastive_loss_weight=0"]),
                      str(tmp_path / "x"))

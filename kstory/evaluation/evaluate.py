@@ -53,17 +53,20 @@ _TRACED_PREDICT_NEXT = weakref.WeakKeyDictionary()
 
 
 def _predict_next_function(model, sampler):
-    """`model.predict_next` with `sampler`; traced once per model under
-    TensorFlow, where an eager decoding loop costs about three times as much."""
+    """`model.predict_next` with `sampler`, embeddings included; traced once
+    per model under TensorFlow, where an eager decoding loop costs about three
+    times as much."""
+
+    def predict_next(inputs):
+        return model.predict_next(inputs, sampler=sampler, return_embeddings=True)
+
     if keras.config.backend() != "tensorflow" or not isinstance(sampler, str):
-        return lambda inputs: model.predict_next(inputs, sampler=sampler)
+        return predict_next
     import tensorflow as tf
 
     traced = _TRACED_PREDICT_NEXT.setdefault(model, {})
     if sampler not in traced:
-        traced[sampler] = tf.function(
-            lambda inputs: model.predict_next(inputs, sampler=sampler), reduce_retracing=True
-        )
+        traced[sampler] = tf.function(predict_next, reduce_retracing=True)
     return traced[sampler]
 
 
@@ -90,16 +93,13 @@ def run_model(model, stories, data_config, sampler="greedy", shuffle=None):
     predict_next = _predict_next_function(model, sampler)
     for inputs, targets in dataset:
         inputs = {name: value.numpy() for name, value in inputs.items()}
-        # The embeddings from one pass; the next frame and caption free-running
-        # (`predict_next`): the teacher-forced pass draws its frame from the
-        # true next caption.
-        outputs = model.predict_on_batch(inputs)
-        for name in ("image_embeddings", "text_embeddings", "story_state"):
-            collected[name].append(keras.ops.convert_to_numpy(outputs[name]))
+        # Free-running (never the teacher-forced forward pass, whose frame is
+        # drawn from the true next caption); one pass gives the embeddings too.
         predicted = predict_next(
             {name: inputs[name] for name in ("images", "token_ids", "padding_mask")}
         )
-        collected["next_image"].append(keras.ops.convert_to_numpy(predicted["next_image"]))
+        for name in ("next_image", "image_embeddings", "text_embeddings", "story_state"):
+            collected[name].append(keras.ops.convert_to_numpy(predicted[name]))
         collected["last_image"].append(inputs["images"][:, -1])
         collected["target_image"].append(targets["next_image"].numpy())
         captions += decode_captions(

@@ -1,6 +1,7 @@
 """Caption scores by the COCO caption protocol (pycocoevalcap), with a fallback."""
 
 import contextlib
+import functools
 import io
 import logging
 import shutil
@@ -12,6 +13,15 @@ COCO_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CI
 
 def java_available():
     return shutil.which("java") is not None
+
+
+@functools.lru_cache(maxsize=None)
+def _meteor_scorer():
+    """One METEOR Java process per Python process: starting one (the JVM and
+    its paraphrase tables) costs seconds, and an evaluation scores five sets."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    return Meteor()
 
 
 def coco_caption_scores(references, predictions):
@@ -26,7 +36,6 @@ def coco_caption_scores(references, predictions):
     """
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
@@ -43,8 +52,7 @@ def coco_caption_scores(references, predictions):
         # An empty prediction would crash METEOR's Java process.
         res = {key: [value[0] or "<empty>"] for key, value in res.items()}
         bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-        meteor_scorer = Meteor()
-        meteor, _ = meteor_scorer.compute_score(gts, res)
+        meteor, _ = _meteor_scorer().compute_score(gts, res)
         rouge, _ = Rouge().compute_score(gts, res)
         cider, _ = Cider().compute_score(gts, res)
     scores = {f"BLEU-{n + 1}": float(value) for n, value in enumerate(bleu)}

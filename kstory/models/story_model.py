@@ -342,7 +342,7 @@ class StoryModel(keras_hub.models.Task):
         """
         return self._generate(self.backbone.encode(_context_steps(inputs)), sampler, max_length)
 
-    def predict_next(self, inputs, sampler="greedy", max_length=None):
+    def predict_next(self, inputs, sampler="greedy", max_length=None, return_embeddings=False):
         """The next frame and the generated next caption's ids, encoding once.
 
         This is what the exported `serve` signature computes.
@@ -352,6 +352,10 @@ class StoryModel(keras_hub.models.Task):
                 and `padding_mask` of the context steps.
             sampler: str or `keras_hub.samplers.Sampler`, as for `generate`.
             max_length: int, as for `generate`.
+            return_embeddings: bool. Also return the context's
+                `image_embeddings`, `text_embeddings` and `story_state`, as
+                the forward pass does (evaluation reads them from this one
+                pass).
 
         Returns:
             dict with `next_image` `(batch, H, W, 3)` floats in [0, 1] and
@@ -360,12 +364,16 @@ class StoryModel(keras_hub.models.Task):
         steps = _context_steps(inputs)
         encoded = self.backbone.encode(steps)
         token_ids = self._generate(encoded, sampler, max_length)
-        return {
+        outputs = {
             "next_image": self.backbone.predict_next_image(
                 steps["images"], encoded["story_state"], self.backbone.embed_caption(token_ids)
             ),
             "next_token_ids": token_ids,
         }
+        if return_embeddings:
+            for name in ("image_embeddings", "text_embeddings", "story_state"):
+                outputs[name] = encoded[name]
+        return outputs
 
     def _generate(self, encoded, sampler, max_length):
         if self.preprocessor is None:
