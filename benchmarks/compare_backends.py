@@ -24,8 +24,11 @@ def main():
     from kstory.provenance import write_script_report
 
     results = [
-        bench_in_subprocess(["--shape", args.shape, "--steps", args.steps],
-                            {"KERAS_BACKEND": backend}, f"under {backend}")
+        bench_in_subprocess(
+            ["--shape", args.shape, "--steps", args.steps],
+            {"KERAS_BACKEND": backend},
+            f"under {backend}",
+        )
         for backend in args.backends.split(",")
     ]
     fastest = min(result["step_ms"] for result in results)
@@ -45,8 +48,13 @@ def main():
     table = "\n".join(lines)
     print(table)
     if args.report:
-        write_script_report(args.report, "Train-step speed on CPU, by backend", table,
-                            [json.dumps(result) for result in results])
+        write_script_report(
+            args.report,
+            "Train-step speed on CPU, by backend",
+            table,
+            [json.dumps(result) for result in results],
+        )
+
 
 if __name__ == "__main__":
     main()

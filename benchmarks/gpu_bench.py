@@ -20,20 +20,42 @@ import sys
 import time
 
 # Small enough for a CPU: checks the script, not the speed.
-_DRY_RUN_PEER = ["--batch", "2", "--steps", "1", "--img", "32", "--out_img", "32", "--seq", "8",
-                 "--vocab", "100", "--layers", "2", "--hidden", "64"]
+_DRY_RUN_PEER = [
+    "--batch",
+    "2",
+    "--steps",
+    "1",
+    "--img",
+    "32",
+    "--out_img",
+    "32",
+    "--seq",
+    "8",
+    "--vocab",
+    "100",
+    "--layers",
+    "2",
+    "--hidden",
+    "64",
+]
 
 
 def _runs(yardsticks, dry_run):
     peer = _DRY_RUN_PEER if dry_run else []
-    shape = ["--shape", "tiny", "--steps", "1", "--warmup-steps", "1"] if dry_run else [
-        "--shape", "paper", "--steps", "20"]
+    shape = (
+        ["--shape", "tiny", "--steps", "1", "--warmup-steps", "1"]
+        if dry_run
+        else ["--shape", "paper", "--steps", "20"]
+    )
     kstory = [sys.executable, "-m", "kstory.cli", "bench", "--json", *shape]
     return [
         ("plain Keras, JAX", "jax", [sys.executable, f"{yardsticks}/peer_keras.py", *peer]),
         ("torch eager", "torch", [sys.executable, f"{yardsticks}/peer_torch.py", *peer]),
-        ("torch.compile", "torch",
-         [sys.executable, f"{yardsticks}/peer_torch.py", "--compile", *peer]),
+        (
+            "torch.compile",
+            "torch",
+            [sys.executable, f"{yardsticks}/peer_torch.py", "--compile", *peer],
+        ),
         ("kstory, JAX", "jax", kstory),
         ("kstory, JAX, cached features", "jax", [*kstory, "--features"]),
         ("kstory, torch backend", "torch", kstory),
@@ -44,13 +66,21 @@ def _runs(yardsticks, dry_run):
 def _run(command, backend, timeout):
     start = time.perf_counter()
     try:
-        result = subprocess.run(command, env=dict(os.environ, KERAS_BACKEND=backend),
-                                capture_output=True, text=True, timeout=timeout, check=False)
+        result = subprocess.run(
+            command,
+            env=dict(os.environ, KERAS_BACKEND=backend),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout} s"}
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode != 0 or not lines:
-        return {"error": result.stderr.strip().splitlines()[-1][:200] if result.stderr else "failed"}
+        return {
+            "error": result.stderr.strip().splitlines()[-1][:200] if result.stderr else "failed"
+        }
     measured = json.loads(lines[-1])
     measured["wall_s"] = round(time.perf_counter() - start, 1)
     return measured
@@ -75,16 +105,17 @@ def main():
         print(name, json.dumps(results[name]), flush=True)
     device = next((r["device"] for r in results.values() if "device" in r), "unknown")
     lines = [
-        f"Device: `{device}`. One run, one machine, in this order; "
-        "ratios are of ms/step.",
+        f"Device: `{device}`. One run, one machine, in this order; ratios are of ms/step.",
         "",
         "| build | ms/step | samples/s | compile or warm-up s | note |",
         "|---|---|---|---|---|",
     ]
     for name, result in results.items():
         warm = result.get("compile_s", result.get("warmup_s", ""))
-        lines.append(f"| {name} | {result.get('step_ms', '')} | "
-                     f"{result.get('samples_per_s', '')} | {warm} | {result.get('error', '')} |")
+        lines.append(
+            f"| {name} | {result.get('step_ms', '')} | "
+            f"{result.get('samples_per_s', '')} | {warm} | {result.get('error', '')} |"
+        )
     lines += [
         "",
         "Goals (issue 6):",
@@ -102,8 +133,13 @@ def main():
     if args.report:
         from kstory.provenance import write_script_report
 
-        write_script_report(args.report, "Train-step speed on a GPU, against the yardsticks",
-                            table, [f"{name}: {json.dumps(r)}" for name, r in results.items()])
+        write_script_report(
+            args.report,
+            "Train-step speed on a GPU, against the yardsticks",
+            table,
+            [f"{name}: {json.dumps(r)}" for name, r in results.items()],
+        )
+
 
 if __name__ == "__main__":
     main()

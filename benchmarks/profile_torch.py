@@ -37,8 +37,16 @@ def main():
     model.compile(optimizer=keras.optimizers.AdamW(1e-4))
     batch = shape.data.batch_size
     inputs, targets = synthetic_batches(shape, batch * args.steps)
-    fit = functools.partial(keras.Model.fit, model, inputs, targets, batch_size=batch,
-                            epochs=1, shuffle=False, verbose=0)
+    fit = functools.partial(
+        keras.Model.fit,
+        model,
+        inputs,
+        targets,
+        batch_size=batch,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+    )
     fit(steps_per_epoch=1)  # Warm-up.
     activities = [torch.profiler.ProfilerActivity.CPU]
     if torch.cuda.is_available():

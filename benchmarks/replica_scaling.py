@@ -17,8 +17,7 @@ def bench(devices, arguments, data_parallel=True):
     from kstory.benchmarks.subprocess_bench import bench_in_subprocess
 
     flags = ["--data-parallel"] if data_parallel else []
-    env = {"KERAS_BACKEND": "jax",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    env = {"KERAS_BACKEND": "jax", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     return bench_in_subprocess([*flags, *arguments], env, f"on {devices} devices")
 
 
@@ -56,8 +55,14 @@ def main():
     table = "\n".join(lines)
     print(table)
     if args.report:
-        write_script_report(args.report, "Data-parallel replica scaling on CPU devices", table,
-                            [json.dumps(result) for result in [plain, *results]], backend="jax")
+        write_script_report(
+            args.report,
+            "Data-parallel replica scaling on CPU devices",
+            table,
+            [json.dumps(result) for result in [plain, *results]],
+            backend="jax",
+        )
+
 
 if __name__ == "__main__":
     main()

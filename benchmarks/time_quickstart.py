@@ -19,8 +19,9 @@ def main():
 
     subprocess.run(["rm", "-rf", "runs/tiny"], check=True)
     start = time.perf_counter()
-    subprocess.run(["make", "demo"], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(
+        ["make", "demo"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     total = time.perf_counter() - start
 
     from kstory.provenance import provenance
@@ -31,9 +32,11 @@ def main():
     with open(args.report, "w") as file:
         file.write("# README quickstart: `make demo` wall time\n\nProduced by:\n\n")
         file.write(provenance_markdown(record) + "\n\n")
-        file.write(f"`make demo` from an empty `runs/tiny`, with `.venv` already set up (setup "
-                   f"time not included): **{total:.0f} s** (train the tiny config, evaluate it "
-                   "beside the floors, write results/tiny_*).\n")
+        file.write(
+            f"`make demo` from an empty `runs/tiny`, with `.venv` already set up (setup "
+            f"time not included): **{total:.0f} s** (train the tiny config, evaluate it "
+            "beside the floors, write results/tiny_*).\n"
+        )
     print(f"make demo: {total:.0f} s")
 
 

@@ -15,4 +15,16 @@ from kstory.losses.info_nce_loss import InfoNCELoss
 from kstory.models.story_backbone import StoryBackbone
 from kstory.models.story_model import StoryModel
 
+__all__ = [
+    "ContextMemory",
+    "ImageDecoder",
+    "ImagePreprocessing",
+    "InfoNCELoss",
+    "StepTextEncoder",
+    "StoryBackbone",
+    "StoryModel",
+    "StoryTextPreprocessor",
+    "TemporalTransformer",
+    "TextDecoder",
+]
 __version__ = "0.1.0"

@@ -10,8 +10,13 @@ import sys
 def _add_config_arguments(command):
     command.add_argument("--config", required=True, help="A config file, e.g. configs/tiny.py.")
     command.add_argument("--workdir", required=True, help="The run's folder.")
-    command.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                         help="Override a config value, e.g. data.batch_size=8.")
+    command.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Override a config value, e.g. data.batch_size=8.",
+    )
     command.add_argument("--smoke", action="store_true", help="The config's smoke variant.")
 
 
@@ -32,9 +37,12 @@ def _parser():
     data.add_argument("--report", help="Also write the summary, with provenance, to this file.")
     train = commands.add_parser("train", help="Train a config into a workdir (resumes).")
     _add_config_arguments(train)
-    train.add_argument("--coordinator-address", help="Multi-host JAX (distribution="
-                       "data_parallel): host:port of process 0; else KERAS_DISTRIBUTION_* "
-                       "variables are read.")
+    train.add_argument(
+        "--coordinator-address",
+        help="Multi-host JAX (distribution="
+        "data_parallel): host:port of process 0; else KERAS_DISTRIBUTION_* "
+        "variables are read.",
+    )
     train.add_argument("--num-processes", type=int, help="Multi-host JAX: number of processes.")
     train.add_argument("--process-id", type=int, help="Multi-host JAX: this process's index.")
     evaluate = commands.add_parser("evaluate", help="Score a trained workdir beside the floors.")
@@ -42,16 +50,20 @@ def _parser():
     evaluate.add_argument("--split", default="test", choices=("test", "validation", "train"))
     evaluate.add_argument("--sampler", default="greedy", help="greedy, beam, top_p, ...")
     evaluate.add_argument("--report", help="Also write the metrics, with provenance, here.")
-    evaluate.add_argument("--storyboards", type=int, default=3,
-                          help="Storyboards of the first N held-out stories.")
+    evaluate.add_argument(
+        "--storyboards", type=int, default=3, help="Storyboards of the first N held-out stories."
+    )
     ablate = commands.add_parser(
-        "ablate", help="Train a config as is, without the contrastive loss, without the "
+        "ablate",
+        help="Train a config as is, without the contrastive loss, without the "
         "bag-of-words loss, and with captions or images alone; compare.",
     )
     _add_config_arguments(ablate)
-    ablate.add_argument("--variants",
-                        help="Comma-separated runs, from: full, no contrastive, no bag-of-words, "
-                        "captions only, images only (default: every one that changes the config).")
+    ablate.add_argument(
+        "--variants",
+        help="Comma-separated runs, from: full, no contrastive, no bag-of-words, "
+        "captions only, images only (default: every one that changes the config).",
+    )
     ablate.add_argument("--report", help="Write the comparison, with provenance, here.")
     seeds = commands.add_parser(
         "seeds", help="Train and score a config under several seeds; report the spread."
@@ -61,8 +73,9 @@ def _parser():
     seeds.add_argument("--report", help="Write the spread, with provenance, here.")
     predict = commands.add_parser("predict", help="Predict the next step of one story.")
     predict.add_argument("--workdir", required=True)
-    predict.add_argument("--story", required=True, help="A story id, or a folder of frames "
-                         "and captions.txt.")
+    predict.add_argument(
+        "--story", required=True, help="A story id, or a folder of frames and captions.txt."
+    )
     predict.add_argument("--start", type=int, default=0, help="First context frame (0-based).")
     predict.add_argument("--sampler", default="greedy")
     export = commands.add_parser(
@@ -86,16 +99,19 @@ def _parser():
         "whole epochs from images vs from the feature cache.",
     )
     bench.add_argument(
-        "--shape", help="tiny, cpu or paper (see kstory.benchmarks); default tiny, "
-        "and cpu with --epoch.",
+        "--shape",
+        help="tiny, cpu or paper (see kstory.benchmarks); default tiny, and cpu with --epoch.",
     )
     bench.add_argument(
-        "--epoch", action="store_true",
+        "--epoch",
+        action="store_true",
         help="Time training epochs on synthetic StoryReasoning-like stories, naive vs "
         "deduplicated feature cache (needs TensorFlow for tf.data).",
     )
     bench.add_argument(
-        "--stories", type=int, default=3552,
+        "--stories",
+        type=int,
+        default=3552,
         help="With --epoch: synthetic stories (3552 is StoryReasoning's train split).",
     )
     bench.add_argument("--epochs", type=int, default=2, help="With --epoch: epochs per run.")
@@ -106,11 +122,13 @@ def _parser():
     bench.add_argument("--dtype-policy", help="Override the shape's precision.")
     bench.add_argument("--jit-compile", default="auto", choices=("auto", "true", "false"))
     bench.add_argument(
-        "--features", action="store_true",
+        "--features",
+        action="store_true",
         help="Time the step from cached image features (a frozen encoder) instead of images.",
     )
     bench.add_argument(
-        "--data-parallel", action="store_true",
+        "--data-parallel",
+        action="store_true",
         help="Split the batch over all devices (JAX: keras.distribution; TF: MirroredStrategy).",
     )
     bench.add_argument("--json", action="store_true", help="Print one JSON line only.")
@@ -146,15 +164,19 @@ def _data(args):
 
 
 def _train(args):
+    from kstory.data.skip_log import format_skip_report
     from kstory.provenance import provenance
+    from kstory.training.train import SKIPPED_FILE
     from kstory.training.train import train
 
-    from kstory.data.skip_log import format_skip_report
-    from kstory.training.train import SKIPPED_FILE
-
     config = _load_config(args)
-    train(config, args.workdir, coordinator_address=args.coordinator_address,
-          num_processes=args.num_processes, process_id=args.process_id)
+    train(
+        config,
+        args.workdir,
+        coordinator_address=args.coordinator_address,
+        num_processes=args.num_processes,
+        process_id=args.process_id,
+    )
     with open(os.path.join(args.workdir, "train_provenance.json"), "w") as file:
         json.dump(provenance(args.config), file, indent=2)
     with open(os.path.join(args.workdir, SKIPPED_FILE)) as file:
@@ -198,8 +220,7 @@ def _ablate(args):
     print(table)
     if args.report:
         with open(args.report, "w") as file:
-            file.write("# Ablation: what each loss term and each modality buy\n\n"
-                       "Produced by:\n\n")
+            file.write("# Ablation: what each loss term and each modality buy\n\nProduced by:\n\n")
             file.write(provenance_markdown(provenance(args.config)) + "\n\n" + table)
 
 
@@ -265,10 +286,14 @@ def _bench(args):
         from kstory.benchmarks.train_step_bench import run_train_step_bench
 
         result = run_train_step_bench(
-            args.shape or "tiny", steps=args.steps, warmup_steps=args.warmup_steps,
-            batch_size=args.batch_size, dtype_policy=args.dtype_policy,
+            args.shape or "tiny",
+            steps=args.steps,
+            warmup_steps=args.warmup_steps,
+            batch_size=args.batch_size,
+            dtype_policy=args.dtype_policy,
             jit_compile={"auto": "auto", "true": True, "false": False}[args.jit_compile],
-            from_features=args.features, data_parallel=args.data_parallel,
+            from_features=args.features,
+            data_parallel=args.data_parallel,
         )
     if not args.json:
         for name, value in result.items():
@@ -320,9 +345,14 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         commands = {
-            "data": _data, "train": _train, "evaluate": _evaluate, "ablate": _ablate,
+            "data": _data,
+            "train": _train,
+            "evaluate": _evaluate,
+            "ablate": _ablate,
             "seeds": _seeds,
-            "predict": _predict, "export": _export, "serve-check": _serve_check,
+            "predict": _predict,
+            "export": _export,
+            "serve-check": _serve_check,
             "bench": _bench,
         }
         code = commands[args.command](args) or 0

@@ -94,7 +94,9 @@ def _parse_value(key, text, annotation):
             return annotation(text)
         except ValueError:
             article = "an" if annotation is int else "a"
-            raise ValueError(f"{key} takes {article} {annotation.__name__}; got {text!r}.") from None
+            raise ValueError(
+                f"{key} takes {article} {annotation.__name__}; got {text!r}."
+            ) from None
     raise ValueError(f"{key} cannot be set from the command line.")
 
 

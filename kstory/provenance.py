@@ -12,7 +12,10 @@ def _git(*arguments):
     try:
         return subprocess.run(
             ["git", *arguments],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
             cwd=os.path.dirname(os.path.abspath(__file__)),
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -26,8 +29,16 @@ def _git_commit():
 def _git_tree():
     """`"clean"`, or `"dirty"` when tracked files other than `results/` differ
     from the commit (`make results` rewrites those as it goes)."""
-    status = _git("-C", _git("rev-parse", "--show-toplevel") or ".", "status", "--porcelain",
-                  "--untracked-files=no", "--", ".", ":(exclude)results")
+    status = _git(
+        "-C",
+        _git("rev-parse", "--show-toplevel") or ".",
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        ".",
+        ":(exclude)results",
+    )
     if status is None:
         return "unknown"
     return "dirty" if status else "clean"

@@ -110,8 +110,11 @@ def story_reasoning_rows():
         _row("deep", _frames(sixteen_bit)),
         _row("palette", _frames(palette_or_cmyk)),
         _row("long", _frames(rgb), [frame_text("long", n + 1, LONG_TEXT) for n in range(6)]),
-        _row("control", _frames(rgb),
-             [frame_text("control", n + 1, "\x00walks\x1b[0m on\x7f") for n in range(6)]),
+        _row(
+            "control",
+            _frames(rgb),
+            [frame_text("control", n + 1, "\x00walks\x1b[0m on\x7f") for n in range(6)],
+        ),
     ]
     texts = [frame_text("x", n + 1) for n in range(NUM_FRAMES)]
     blocks = [f"<gdi image{n + 1}>{text}</gdi>" for n, text in enumerate(texts)]
@@ -123,22 +126,35 @@ def story_reasoning_rows():
         "short": _row("short", _frames(rgb, 3)),
         "gdicount": _row("gdicount", _frames(rgb), story="".join(blocks[:5])),
         "framecount": _row("framecount", _frames(rgb), frame_count=7),
-        "unclosed": _row("unclosed", _frames(rgb),
-                         story="".join(blocks[:5]) + "<gdi image6>never closed"),
-        "nested": _row("nested", _frames(rgb), story="".join(blocks[:4]) + (
-            "<gdi image5>a <gdi image6>b</gdi> c</gdi>")),
-        "emptytext": _row("emptytext", _frames(rgb), story="".join(blocks[:5]) + (
-            "<gdi image6> <gdo char1> </gdo> \x00 </gdi>")),
-        "notutf8": _row("notutf8", _frames(rgb),
-                        story="".join(blocks).encode() + b"\xff\xfe"),
+        "unclosed": _row(
+            "unclosed", _frames(rgb), story="".join(blocks[:5]) + "<gdi image6>never closed"
+        ),
+        "nested": _row(
+            "nested",
+            _frames(rgb),
+            story="".join(blocks[:4]) + ("<gdi image5>a <gdi image6>b</gdi> c</gdi>"),
+        ),
+        "emptytext": _row(
+            "emptytext",
+            _frames(rgb),
+            story="".join(blocks[:5]) + ("<gdi image6> <gdo char1> </gdo> \x00 </gdi>"),
+        ),
+        "notutf8": _row("notutf8", _frames(rgb), story="".join(blocks).encode() + b"\xff\xfe"),
     }
     # A second story with an earlier id: the first (good0) is kept.
     duplicate = _row("good0", [rgb(1)] * NUM_FRAMES)
     expected = {
-        "corrupt": "bad_image", "truncated": "bad_image", "zero": "bad_image",
-        "tiff": "bad_image", "short": "too_few_frames", "gdicount": "text_image_mismatch",
-        "framecount": "frame_count_mismatch", "unclosed": "malformed_tags",
-        "nested": "malformed_tags", "emptytext": "empty_text", "notutf8": "not_utf8",
+        "corrupt": "bad_image",
+        "truncated": "bad_image",
+        "zero": "bad_image",
+        "tiff": "bad_image",
+        "short": "too_few_frames",
+        "gdicount": "text_image_mismatch",
+        "framecount": "frame_count_mismatch",
+        "unclosed": "malformed_tags",
+        "nested": "malformed_tags",
+        "emptytext": "empty_text",
+        "notutf8": "not_utf8",
         "good0": "duplicate_id",
     }
     train = good + unusual + list(broken.values()) + [duplicate]
@@ -185,8 +201,16 @@ def write_vist(directory):
     """
     image_dir = os.path.join(directory, "images")
     os.makedirs(image_dir, exist_ok=True)
-    makers = {"rgb": rgb, "gray": grayscale, "rgba": rgba, "deep": sixteen_bit,
-              "corrupt": corrupt, "truncated": truncated, "zero": zero_bytes, "tiff": tiff}
+    makers = {
+        "rgb": rgb,
+        "gray": grayscale,
+        "rgba": rgba,
+        "deep": sixteen_bit,
+        "corrupt": corrupt,
+        "truncated": truncated,
+        "zero": zero_bytes,
+        "tiff": tiff,
+    }
 
     def photo(kind, story_id, frame):
         name = f"{story_id}_{frame}"
@@ -199,8 +223,15 @@ def write_vist(directory):
         texts = texts or [frame_text(story_id, n + 1) for n in range(len(kinds))]
         photo_ids = photo_ids or [photo(kind, story_id, n + 1) for n, kind in enumerate(kinds)]
         return [
-            [{"story_id": story_id, "photo_flickr_id": photo_id,
-              "worker_arranged_photo_order": order, "text": text, "original_text": text}]
+            [
+                {
+                    "story_id": story_id,
+                    "photo_flickr_id": photo_id,
+                    "worker_arranged_photo_order": order,
+                    "text": text,
+                    "original_text": text,
+                }
+            ]
             for order, (photo_id, text) in enumerate(zip(photo_ids, texts))
         ]
 
@@ -211,23 +242,41 @@ def write_vist(directory):
     train += story("vgray", ("gray",) * 5) + story("vrgba", ("rgba",) * 5)
     train += story("vdeep", ("deep",) * 5)
     train += story("vlong", texts=[frame_text("vlong", n + 1, LONG_TEXT) for n in range(5)])
-    train += story("vcontrol", texts=[frame_text("vcontrol", n + 1, "\x00walks\x1b on")
-                                      for n in range(5)])
+    train += story(
+        "vcontrol", texts=[frame_text("vcontrol", n + 1, "\x00walks\x1b on") for n in range(5)]
+    )
     train += story("vcorrupt", ("rgb", "corrupt", "rgb", "rgb", "rgb"))
     train += story("vtruncated", ("rgb",) * 4 + ("truncated",))
     train += story("vzero", ("zero",) + ("rgb",) * 4)
     train += story("vtiff", ("rgb",) * 4 + ("tiff",))
     train += story("vshort", ("rgb",) * 4)
     train += story("vmissing", photo_ids=["v0_1", "v0_2", "nowhere", "v0_4", "v0_5"])
-    train += story("vempty", texts=[frame_text("vempty", 1), "  \x00 ", *[
-        frame_text("vempty", n + 1) for n in range(2, 5)]])
-    train += story("vbytes", texts=[frame_text("vbytes", 1) + bad_byte_marker, *[
-        frame_text("vbytes", n + 1) for n in range(1, 5)]])
+    train += story(
+        "vempty",
+        texts=[
+            frame_text("vempty", 1),
+            "  \x00 ",
+            *[frame_text("vempty", n + 1) for n in range(2, 5)],
+        ],
+    )
+    train += story(
+        "vbytes",
+        texts=[
+            frame_text("vbytes", 1) + bad_byte_marker,
+            *[frame_text("vbytes", n + 1) for n in range(1, 5)],
+        ],
+    )
     train += story("v1", ("rgb",) * 5)  # A second story with id v1.
     expected_train = {
-        "vcorrupt": "bad_image", "vtruncated": "bad_image", "vzero": "bad_image",
-        "vtiff": "bad_image", "vshort": "wrong_frame_count", "vmissing": "missing_image",
-        "vempty": "empty_text", "vbytes": "not_utf8", "v1": "duplicate_id",
+        "vcorrupt": "bad_image",
+        "vtruncated": "bad_image",
+        "vzero": "bad_image",
+        "vtiff": "bad_image",
+        "vshort": "wrong_frame_count",
+        "vmissing": "missing_image",
+        "vempty": "empty_text",
+        "vbytes": "not_utf8",
+        "v1": "duplicate_id",
     }
     splits = {
         "train": train,

@@ -57,8 +57,14 @@ def test_story_reasoning_reader_skips_each_broken_story_and_aligns_the_rest(
         _assert_aligned(stories)
     train, _ = read_story_reasoning(directory, "train")
     ids = [story.story_id for story in train]
-    assert ids == [f"good{n}" for n in range(6)] + ["gray", "rgba", "deep", "palette", "long",
-                                                     "control"]
+    assert ids == [f"good{n}" for n in range(6)] + [
+        "gray",
+        "rgba",
+        "deep",
+        "palette",
+        "long",
+        "control",
+    ]
     by_id = {story.story_id: story for story in train}
     assert len(by_id["long"].texts[0].split()) > 10_000  # Kept; the tokenizer truncates it.
     assert by_id["control"].texts[0] == "frame 1 of story control walks [0m on"
@@ -76,7 +82,17 @@ def test_vist_reader_skips_each_broken_story_and_aligns_the_rest(vist_dir):
         _assert_aligned(stories)
         if split == "train":
             assert [story.story_id for story in stories] == [
-                "v0", "v2", "v3", "v4", "v5", "vgray", "vrgba", "vdeep", "vlong", "vcontrol"]
+                "v0",
+                "v2",
+                "v3",
+                "v4",
+                "v5",
+                "vgray",
+                "vrgba",
+                "vdeep",
+                "vlong",
+                "vcontrol",
+            ]
 
 
 def test_windows_of_the_admitted_stories_stay_aligned_through_the_pipeline(
@@ -90,8 +106,15 @@ def test_windows_of_the_admitted_stories_stay_aligned_through_the_pipeline(
     stories, _ = read_story_reasoning(directory, "train")
     tokenizer = load_tokenizer("learned", [t for s in stories for t in s.texts], 200)
     preprocessor = StoryTextPreprocessor(tokenizer, 24, 24)
-    dataset = make_dataset(stories, preprocessor, image_size=16, target_image_size=16,
-                           batch_size=5, shuffle=True, seed=3)
+    dataset = make_dataset(
+        stories,
+        preprocessor,
+        image_size=16,
+        target_image_size=16,
+        batch_size=5,
+        shuffle=True,
+        seed=3,
+    )
     num_windows = 0
     for inputs, targets in dataset.as_numpy_iterator():
         contexts = tokenizer.detokenize(inputs["token_ids"].reshape(-1, 24))
@@ -113,10 +136,21 @@ def test_windows_of_the_admitted_stories_stay_aligned_through_the_pipeline(
 
 def _train(tmp_path, repo_root, data_settings, capsys):
     workdir = str(tmp_path / "run")
-    code = main(["train", "--config", f"{repo_root}/configs/tiny.py", "--smoke",
-                 "--workdir", workdir, "--set", "train.epochs=1",
-                 "--set", "train.early_stopping_patience=0",
-                 *(f"--set={item}" for item in data_settings)])
+    code = main(
+        [
+            "train",
+            "--config",
+            f"{repo_root}/configs/tiny.py",
+            "--smoke",
+            "--workdir",
+            workdir,
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "train.early_stopping_patience=0",
+            *(f"--set={item}" for item in data_settings),
+        ]
+    )
     output = capsys.readouterr().out
     assert code == 0
     with open(os.path.join(workdir, "skipped_stories.json")) as file:
@@ -130,7 +164,8 @@ def test_kstory_train_completes_on_the_good_stories_and_reports_the_skipped(
 ):
     directory, expected = story_reasoning_dir
     report, output = _train(
-        tmp_path, repo_root,
+        tmp_path,
+        repo_root,
         ["data.source=story_reasoning", f"data.path={directory}", "data.validation_fraction=0.2"],
         capsys,
     )
@@ -149,9 +184,14 @@ def test_kstory_train_completes_on_the_good_stories_and_reports_the_skipped(
 def test_kstory_train_on_a_broken_vist_folder(vist_dir, tmp_path, repo_root, capsys):
     directory, image_dir, expected = vist_dir
     report, output = _train(
-        tmp_path, repo_root,
-        ["data.source=vist", f"data.path={directory}", f"data.image_dir={image_dir}",
-         "data.batch_size=2"],
+        tmp_path,
+        repo_root,
+        [
+            "data.source=vist",
+            f"data.path={directory}",
+            f"data.image_dir={image_dir}",
+            "data.batch_size=2",
+        ],
         capsys,
     )
     for split in ("train", "val", "test"):

@@ -1,8 +1,8 @@
 import keras
 import numpy as np
+from test_case import TestCase
 
 from kstory.training.batch_norm_recalibration import recalibrate_batch_norm
-from test_case import TestCase
 
 
 def _encoder():
@@ -23,8 +23,9 @@ class TestRecalibrateBatchNorm(TestCase):
         assert recalibrate_batch_norm(encoder, batches) == 4
         norm = encoder.get_layer("norm")
         self.assert_allclose(norm.moving_mean, np.mean([h.mean(0) for h in hidden], 0), atol=1e-5)
-        self.assert_allclose(norm.moving_variance, np.mean([h.var(0) for h in hidden], 0),
-                             atol=1e-4)
+        self.assert_allclose(
+            norm.moving_variance, np.mean([h.var(0) for h in hidden], 0), atol=1e-4
+        )
         assert norm.momentum == 0.999  # restored
         # Inference now normalises as training did: outputs near zero mean, unit variance.
         outputs = keras.ops.convert_to_numpy(encoder(np.concatenate(batches), training=False))

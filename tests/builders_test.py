@@ -3,9 +3,9 @@ import os
 import keras
 import numpy as np
 import pytest
-
 from conftest import tiny_data_config
 from conftest import tiny_model_config
+
 from kstory.models.builders import build_image_encoder
 from kstory.models.builders import build_story_model
 from kstory.models.builders import build_text_backbone
@@ -17,7 +17,9 @@ def test_image_encoder_from_a_local_weights_file(tmp_path):
     source.save_weights(path)
     loaded = build_image_encoder("MobileNetV3Small", path, 32)
     for expected, actual in zip(source.weights, loaded.weights):
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(expected), keras.ops.convert_to_numpy(actual))
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(expected), keras.ops.convert_to_numpy(actual)
+        )
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,20 @@ from kstory.data.parquet_shards import write_shards
 def test_data_command_builds_and_summarises_the_embedded_dataset(tmp_path, repo_root, capsys):
     workdir = tmp_path / "run"
     report = tmp_path / "report.md"
-    code = main(["data", "--config", f"{repo_root}/configs/tiny.py", "--workdir", str(workdir),
-                 "--smoke", "--set", "data.batch_size=2", "--report", str(report)])
+    code = main(
+        [
+            "data",
+            "--config",
+            f"{repo_root}/configs/tiny.py",
+            "--workdir",
+            str(workdir),
+            "--smoke",
+            "--set",
+            "data.batch_size=2",
+            "--report",
+            str(report),
+        ]
+    )
     assert code == 0
     output = capsys.readouterr().out
     assert "train" in output and "windows" in output and "next:" in output
@@ -32,9 +44,22 @@ def test_data_command_builds_and_summarises_the_embedded_dataset(tmp_path, repo_
 def test_backend_flag_is_set_before_keras_loads(tmp_path, repo_root):
     backend = "jax" if os.environ.get("KERAS_BACKEND") != "jax" else "tensorflow"
     result = subprocess.run(
-        [sys.executable, "-m", "kstory.cli", "--backend", backend, "data", "--config",
-         f"{repo_root}/configs/tiny.py", "--workdir", str(tmp_path), "--smoke"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "kstory.cli",
+            "--backend",
+            backend,
+            "data",
+            "--config",
+            f"{repo_root}/configs/tiny.py",
+            "--workdir",
+            str(tmp_path),
+            "--smoke",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"keras backend: {backend}" in result.stdout
@@ -78,50 +103,97 @@ def error_cases(tmp_path, repo_root):
     write_shards(broken, only_broken, "test")
     return {
         "unknown --set key": (["train", *tiny, "--set", "data.bach_size=2"], "data.bach_size"),
-        "wrong --set type": (["train", *tiny, "--set", "data.batch_size=abc"],
-                             "data.batch_size takes an int"),
+        "wrong --set type": (
+            ["train", *tiny, "--set", "data.batch_size=abc"],
+            "data.batch_size takes an int",
+        ),
         "unknown key in a config file": (
             ["train", "--config", config_file("typo", "data=DataConfig(bach_size=2)")],
-            "unexpected keyword argument 'bach_size'"),
+            "unexpected keyword argument 'bach_size'",
+        ),
         "string for an int in a config file": (
             ["train", "--config", config_file("text", 'data=DataConfig(batch_size="16")')],
-            "data.batch_size must be an int; got '16' (str)"),
+            "data.batch_size must be an int; got '16' (str)",
+        ),
         "float for an int in a config file": (
             ["train", "--config", config_file("float", "model=ModelConfig(embedding_dim=12.5)")],
-            "model.embedding_dim must be an int; got 12.5"),
-        "missing config file": (["train", "--config", str(tmp_path / "nope.py")],
-                                "No config file"),
+            "model.embedding_dim must be an int; got 12.5",
+        ),
+        "missing config file": (["train", "--config", str(tmp_path / "nope.py")], "No config file"),
         "missing StoryReasoning folder": (
-            ["train", *tiny, "--set", "data.source=story_reasoning", "--set",
-             f"data.path={tmp_path}/nope"], "data.path"),
+            [
+                "train",
+                *tiny,
+                "--set",
+                "data.source=story_reasoning",
+                "--set",
+                f"data.path={tmp_path}/nope",
+            ],
+            "data.path",
+        ),
         "missing VIST photo folder": (
-            ["train", *tiny, "--set", "data.source=vist", "--set", f"data.path={tmp_path}",
-             "--set", f"data.image_dir={tmp_path}/nope"], "data.image_dir"),
+            [
+                "train",
+                *tiny,
+                "--set",
+                "data.source=vist",
+                "--set",
+                f"data.path={tmp_path}",
+                "--set",
+                f"data.image_dir={tmp_path}/nope",
+            ],
+            "data.image_dir",
+        ),
         "missing tokenizer folder": (
-            ["train", *tiny, "--set", f"data.tokenizer={tmp_path}/nope"], "data.tokenizer"),
+            ["train", *tiny, "--set", f"data.tokenizer={tmp_path}/nope"],
+            "data.tokenizer",
+        ),
         "missing text encoder folder": (
             ["train", *tiny, "--set", f"model.text_encoder={tmp_path}/nope"],
-            "model.text_encoder"),
+            "model.text_encoder",
+        ),
         "missing image weights file": (
             ["train", *tiny, "--set", f"model.image_weights={tmp_path}/nope.weights.h5"],
-            "model.image_weights"),
+            "model.image_weights",
+        ),
         "workdir of another architecture": (
             ["train", *tiny, "--set", "model.temporal_model=transformer", "--workdir", trained],
-            "differs in model.temporal_model"),
+            "differs in model.temporal_model",
+        ),
         "workdir from another version": (["evaluate", "--workdir", str(newer)], "data.colour"),
         "no usable story": (
-            ["train", *tiny, "--set", "data.source=story_reasoning", "--set",
-             f"data.path={only_broken}"], "No train stories are left (6 skipped"),
+            [
+                "train",
+                *tiny,
+                "--set",
+                "data.source=story_reasoning",
+                "--set",
+                f"data.path={only_broken}",
+            ],
+            "No train stories are left (6 skipped",
+        ),
     }
 
 
-@pytest.mark.parametrize("case", [
-    "unknown --set key", "wrong --set type", "unknown key in a config file",
-    "string for an int in a config file", "float for an int in a config file",
-    "missing config file", "missing StoryReasoning folder", "missing VIST photo folder",
-    "missing tokenizer folder", "missing text encoder folder", "missing image weights file",
-    "workdir of another architecture", "workdir from another version", "no usable story",
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "unknown --set key",
+        "wrong --set type",
+        "unknown key in a config file",
+        "string for an int in a config file",
+        "float for an int in a config file",
+        "missing config file",
+        "missing StoryReasoning folder",
+        "missing VIST photo folder",
+        "missing tokenizer folder",
+        "missing text encoder folder",
+        "missing image weights file",
+        "workdir of another architecture",
+        "workdir from another version",
+        "no usable story",
+    ],
+)
 def test_config_and_cli_errors_are_one_clear_line(case, error_cases, tmp_path, capsys):
     argv, names = error_cases[case]
     if "--workdir" not in argv:

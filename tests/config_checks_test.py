@@ -46,6 +46,9 @@ def test_preset_paths_and_loader_errors_name_the_key(tmp_path):
     def failing(source):
         raise ValueError("Unknown preset identifier.\nA preset must be one of ...")
 
-    with pytest.raises(ValueError, match=r"model.text_encoder 'bert_x' could not be loaded: "
-                                         r"Unknown preset identifier\.$"):
+    with pytest.raises(
+        ValueError,
+        match=r"model.text_encoder 'bert_x' could not be loaded: "
+        r"Unknown preset identifier\.$",
+    ):
         from_preset(failing, "model.text_encoder", "bert_x")

@@ -9,8 +9,14 @@ from kstory.data.data_config import DataConfig
 def test_overrides_parse_types():
     config = apply_overrides(
         Config(),
-        ["data.batch_size=4", "data.cache=true", "data.validation_fraction=0.2",
-         "data.tokenizer=some/folder", "data.path=none", "seed=3"],
+        [
+            "data.batch_size=4",
+            "data.cache=true",
+            "data.validation_fraction=0.2",
+            "data.tokenizer=some/folder",
+            "data.path=none",
+            "seed=3",
+        ],
     )
     assert config.data.batch_size == 4 and config.data.cache is True
     assert config.data.validation_fraction == 0.2 and config.data.tokenizer == "some/folder"
@@ -63,8 +69,10 @@ def test_missing_config_file(tmp_path):
 
 
 def test_values_valid_only_together_may_come_in_any_order():
-    for assignments in (["data.source=story_reasoning", "data.path=/data/sr"],
-                        ["data.path=/data/sr", "data.source=story_reasoning"]):
+    for assignments in (
+        ["data.source=story_reasoning", "data.path=/data/sr"],
+        ["data.path=/data/sr", "data.source=story_reasoning"],
+    ):
         config = apply_overrides(Config(), assignments)
         assert (config.data.source, config.data.path) == ("story_reasoning", "/data/sr")
     with pytest.raises(ValueError, match="data.path is required"):

@@ -16,9 +16,14 @@ def png_bytes(array, mode=None):
 
 def story_row(story_id, num_frames, image_size=16, texts=None):
     """A well-formed StoryReasoning row whose frame i is filled with value 10*i."""
-    texts = texts or [f"<gdo char1>Ann</gdo> <gda char1>waves</gda> {i + 1}." for i in range(num_frames)]
+    texts = texts or [
+        f"<gdo char1>Ann</gdo> <gda char1>waves</gda> {i + 1}." for i in range(num_frames)
+    ]
     images = [
-        {"bytes": png_bytes(np.full((image_size, image_size, 3), 10 * i, np.uint8)), "path": f"{i}.png"}
+        {
+            "bytes": png_bytes(np.full((image_size, image_size, 3), 10 * i, np.uint8)),
+            "path": f"{i}.png",
+        }
         for i in range(num_frames)
     ]
     story = "\n".join(f"<gdi image{i + 1}>{text}</gdi>" for i, text in enumerate(texts))
@@ -73,8 +78,13 @@ def tiny_dataset(embedded_stories, tiny_preprocessor):
     from kstory.data.pipeline import make_dataset
 
     return make_dataset(
-        embedded_stories[:6], tiny_preprocessor, image_size=32, target_image_size=32,
-        batch_size=2, shuffle=True, seed=0,
+        embedded_stories[:6],
+        tiny_preprocessor,
+        image_size=32,
+        target_image_size=32,
+        batch_size=2,
+        shuffle=True,
+        seed=0,
     )
 
 
@@ -83,8 +93,10 @@ def tiny_batch(tiny_dataset):
     import keras
 
     inputs, targets = next(iter(tiny_dataset))
-    return (keras.tree.map_structure(lambda x: x.numpy(), inputs),
-            keras.tree.map_structure(lambda x: x.numpy(), targets))
+    return (
+        keras.tree.map_structure(lambda x: x.numpy(), inputs),
+        keras.tree.map_structure(lambda x: x.numpy(), targets),
+    )
 
 
 def tiny_model_config(**overrides):
@@ -92,10 +104,19 @@ def tiny_model_config(**overrides):
     from kstory.models.model_config import ModelConfig
 
     settings = dict(
-        image_encoder="MobileNetV3Small", image_weights="none", text_encoder="tiny",
-        tiny_text_layers=2, tiny_text_hidden_dim=16, tiny_text_heads=2,
-        num_frozen_text_layers=1, embedding_dim=16, fusion_dim=16, temporal_units=16,
-        decoder_filters=32, text_decoder_embedding_dim=16, text_decoder_units=16,
+        image_encoder="MobileNetV3Small",
+        image_weights="none",
+        text_encoder="tiny",
+        tiny_text_layers=2,
+        tiny_text_hidden_dim=16,
+        tiny_text_heads=2,
+        num_frozen_text_layers=1,
+        embedding_dim=16,
+        fusion_dim=16,
+        temporal_units=16,
+        decoder_filters=32,
+        text_decoder_embedding_dim=16,
+        text_decoder_units=16,
     )
     settings.update(overrides)
     return ModelConfig(**settings)
@@ -104,8 +125,13 @@ def tiny_model_config(**overrides):
 def tiny_data_config(**overrides):
     from kstory.data.data_config import DataConfig
 
-    settings = dict(image_size=32, target_image_size=32, sequence_length=48,
-                    decoder_sequence_length=48, batch_size=2)
+    settings = dict(
+        image_size=32,
+        target_image_size=32,
+        sequence_length=48,
+        decoder_sequence_length=48,
+        batch_size=2,
+    )
     settings.update(overrides)
     return DataConfig(**settings)
 
@@ -121,8 +147,9 @@ def tiny_image_encoder(image_size=32, policy=None):
     return keras.Model(images, features, name="tiny_cnn")
 
 
-def build_tiny_model(preprocessor, compile=True, data_overrides=None, application=False,
-                     **overrides):
+def build_tiny_model(
+    preprocessor, compile=True, data_overrides=None, application=False, **overrides
+):
     """A tiny StoryModel; `application=True` uses MobileNetV3Small, else a small CNN."""
     import keras
 

@@ -1,8 +1,8 @@
 import numpy as np
-
-from kstory.layers.context_memory import ContextMemory
 from test_case import TestCase
 from test_case import to_numpy
+
+from kstory.layers.context_memory import ContextMemory
 
 
 class TestContextMemory(TestCase):

@@ -81,7 +81,10 @@ def _history(workdir):
 
 def _run(backend, arguments, env=None, timeout=900):
     return subprocess.run(
-        [sys.executable, *arguments], capture_output=True, text=True, timeout=timeout,
+        [sys.executable, *arguments],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env=dict(os.environ, KERAS_BACKEND=backend, **(env or {})),
     )
 
@@ -94,8 +97,9 @@ def test_data_parallel_reaches_the_single_device_loss(backend, replicas, repo_ro
     script = tmp_path / "data_parallel.py"
     script.write_text(SCRIPT)
     env = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={replicas}"}
-    result = _run(backend, [str(script), f"{repo_root}/configs/tiny.py", str(tmp_path),
-                            str(replicas)], env)
+    result = _run(
+        backend, [str(script), f"{repo_root}/configs/tiny.py", str(tmp_path), str(replicas)], env
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     assert f"{replicas} replicas of {4 // replicas} windows each" in result.stderr
     single, parallel = _history(tmp_path / "single"), _history(tmp_path / "parallel")
@@ -116,9 +120,22 @@ def test_data_parallel_reaches_the_single_device_loss(backend, replicas, repo_ro
 
 @pytest.mark.single_backend
 def test_torch_data_parallel_is_a_clear_error(repo_root, tmp_path):
-    result = _run("torch", ["-m", "kstory.cli", "train", "--config", f"{repo_root}/configs/tiny.py",
-                            "--smoke", "--workdir", str(tmp_path), "--set",
-                            "distribution=data_parallel"], timeout=300)
+    result = _run(
+        "torch",
+        [
+            "-m",
+            "kstory.cli",
+            "train",
+            "--config",
+            f"{repo_root}/configs/tiny.py",
+            "--smoke",
+            "--workdir",
+            str(tmp_path),
+            "--set",
+            "distribution=data_parallel",
+        ],
+        timeout=300,
+    )
     assert result.returncode == 2
     assert "not available on the torch backend" in result.stderr
     assert "KERAS_BACKEND=jax" in result.stderr
@@ -138,12 +155,32 @@ def test_two_process_jax_cluster_trains(repo_root, tmp_path):
     address = f"localhost:{_free_port()}"
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "kstory.cli", "train", "--config",
-             f"{repo_root}/configs/tiny.py", "--smoke", "--workdir", str(tmp_path / f"host{i}"),
-             "--set", "distribution=data_parallel", "--set", "data.num_stories=14",
-             "--set", "train.epochs=1", "--coordinator-address", address,
-             "--num-processes", "2", "--process-id", str(i)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "kstory.cli",
+                "train",
+                "--config",
+                f"{repo_root}/configs/tiny.py",
+                "--smoke",
+                "--workdir",
+                str(tmp_path / f"host{i}"),
+                "--set",
+                "distribution=data_parallel",
+                "--set",
+                "data.num_stories=14",
+                "--set",
+                "train.epochs=1",
+                "--coordinator-address",
+                address,
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             env=dict(os.environ, KERAS_BACKEND="jax"),
         )
         for i in range(2)

@@ -20,8 +20,12 @@ DATA = dict(image_size=32, target_image_size=16, batch_size=2)
 
 def _frozen_model(preprocessor, **overrides):
     return build_tiny_model(
-        preprocessor, compile=False, data_overrides={"target_image_size": 16},
-        freeze_image_encoder=True, image_decoder_residual=True, **overrides,
+        preprocessor,
+        compile=False,
+        data_overrides={"target_image_size": 16},
+        freeze_image_encoder=True,
+        image_decoder_residual=True,
+        **overrides,
     )
 
 
@@ -61,7 +65,8 @@ def test_training_from_the_cache_matches_training_from_images(
     keras.utils.set_random_seed(1)
     actual = trainer.fit(
         make_dataset(stories, tiny_preprocessor, feature_cache=cache, **DATA),
-        epochs=2, verbose=0,
+        epochs=2,
+        verbose=0,
     ).history
 
     assert int(trainer.optimizer.iterations) == int(from_images.optimizer.iterations) > 10
@@ -130,7 +135,9 @@ def test_cache_is_reused_and_invalidated_by_encoder_changes(
         encoder_fingerprint(other_sizes.backbone),
         encoder_fingerprint(
             build_tiny_model(
-                tiny_preprocessor, compile=False, freeze_image_encoder=True,
+                tiny_preprocessor,
+                compile=False,
+                freeze_image_encoder=True,
                 data_overrides={"target_image_size": 32},
             ).backbone
         ),

@@ -15,8 +15,12 @@ def test_copy_last_caption_is_the_fourth_context_caption():
 
 def test_nearest_neighbour_returns_the_closest_training_continuation():
     train = [
-        _story("t1", ["red ball", "red ball rolls", "red ball stops", "red ball waits", "RED NEXT"]),
-        _story("t2", ["blue box", "blue box opens", "blue box shuts", "blue box waits", "BLUE NEXT"]),
+        _story(
+            "t1", ["red ball", "red ball rolls", "red ball stops", "red ball waits", "RED NEXT"]
+        ),
+        _story(
+            "t2", ["blue box", "blue box opens", "blue box shuts", "blue box waits", "BLUE NEXT"]
+        ),
     ]
     held_out = [_story("h", ["blue box", "blue box opens", "blue box shuts", "blue box sits", "?"])]
     result = floors.nearest_neighbour_captions(

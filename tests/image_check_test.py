@@ -13,8 +13,12 @@ def _png(array):
 
 
 def test_good_images_of_every_mode_pass(tmp_path):
-    for array in (np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.uint8),
-                  np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4), np.uint16)):
+    for array in (
+        np.zeros((4, 4, 3), np.uint8),
+        np.zeros((4, 4), np.uint8),
+        np.zeros((4, 4, 4), np.uint8),
+        np.zeros((4, 4), np.uint16),
+    ):
         assert image_problem(_png(array)) is None
     path = tmp_path / "a.png"
     path.write_bytes(_png(np.zeros((4, 4, 3), np.uint8)))
@@ -31,8 +35,13 @@ def test_bad_images_say_why(tmp_path):
 
 
 def test_formats_the_pipeline_cannot_decode_are_refused():
-    for image_format, readable in (("TIFF", False), ("WEBP", True), ("BMP", True),
-                                   ("GIF", True), ("JPEG", True)):
+    for image_format, readable in (
+        ("TIFF", False),
+        ("WEBP", True),
+        ("BMP", True),
+        ("GIF", True),
+        ("JPEG", True),
+    ):
         buffer = io.BytesIO()
         Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(buffer, format=image_format)
         problem = image_problem(buffer.getvalue())

@@ -1,16 +1,18 @@
 import keras
 import numpy as np
 import pytest
-
-from kstory.layers.image_decoder import ImageDecoder
 from test_case import TestCase
 from test_case import to_numpy
+
+from kstory.layers.image_decoder import ImageDecoder
 
 
 class TestImageDecoder(TestCase):
     @pytest.mark.parametrize("size", [8, 32, 64])
     def test_output_is_an_image_in_0_1(self, size):
-        output = to_numpy(ImageDecoder(size, filters=32)(np.random.default_rng(0).normal(size=(2, 10))))
+        output = to_numpy(
+            ImageDecoder(size, filters=32)(np.random.default_rng(0).normal(size=(2, 10)))
+        )
         assert output.shape == (2, size, size, 3)
         assert 0 <= output.min() and output.max() <= 1
 

@@ -1,17 +1,24 @@
 import keras
 import numpy as np
 import pytest
+from test_case import TestCase
 
 from kstory.layers.image_preprocessing import ImagePreprocessing
 from kstory.layers.image_preprocessing import preprocessing_mode
-from test_case import TestCase
 
 
 @pytest.mark.parametrize(
     "name, mode",
-    [("ResNet50", "caffe"), ("ResNet50V2", "tf"), ("MobileNetV2", "tf"),
-     ("MobileNetV3Small", "none"), ("EfficientNetB0", "none"), ("DenseNet121", "torch"),
-     ("VGG16", "caffe"), ("ConvNeXtTiny", "none")],
+    [
+        ("ResNet50", "caffe"),
+        ("ResNet50V2", "tf"),
+        ("MobileNetV2", "tf"),
+        ("MobileNetV3Small", "none"),
+        ("EfficientNetB0", "none"),
+        ("DenseNet121", "torch"),
+        ("VGG16", "caffe"),
+        ("ConvNeXtTiny", "none"),
+    ],
 )
 def test_modes_of_application_families(name, mode):
     assert preprocessing_mode(name) == mode

@@ -1,9 +1,9 @@
 import keras
 import numpy as np
-
-from kstory.losses.info_nce_loss import InfoNCELoss
 from test_case import TestCase
 from test_case import to_numpy
+
+from kstory.losses.info_nce_loss import InfoNCELoss
 
 
 def _reference(logits):
@@ -18,7 +18,9 @@ def _reference(logits):
 class TestInfoNCELoss(TestCase):
     def test_matches_a_numpy_reference(self):
         logits = np.random.default_rng(0).normal(size=(6, 6)).astype("float32") * 3
-        np.testing.assert_allclose(float(InfoNCELoss()(np.arange(6), logits)), _reference(logits), rtol=1e-5)
+        np.testing.assert_allclose(
+            float(InfoNCELoss()(np.arange(6), logits)), _reference(logits), rtol=1e-5
+        )
 
     def test_is_symmetric_in_images_and_texts(self):
         logits = np.random.default_rng(1).normal(size=(5, 5)).astype("float32")
@@ -30,7 +32,9 @@ class TestInfoNCELoss(TestCase):
     def test_aligned_pairs_score_low_and_uniform_logits_log_n(self):
         loss = InfoNCELoss()
         assert float(loss(np.arange(4), 20.0 * np.eye(4, dtype="float32"))) < 1e-6
-        np.testing.assert_allclose(float(loss(np.arange(8), np.zeros((8, 8), "float32"))), np.log(8), rtol=1e-6)
+        np.testing.assert_allclose(
+            float(loss(np.arange(8), np.zeros((8, 8), "float32"))), np.log(8), rtol=1e-6
+        )
 
     def test_half_precision_logits_are_computed_in_float32(self):
         logits = (np.random.default_rng(2).normal(size=(4, 4)) * 30).astype("float16")
@@ -52,7 +56,8 @@ def _masked_reference(images, texts, scale, captions, frames):
     for logits in (scale * images @ texts.T, scale * texts @ images.T):
         for row in range(count):
             keep = [
-                column for column in range(count)
+                column
+                for column in range(count)
                 if column == row
                 or (captions[column] != captions[row] and frames[column] != frames[row])
             ]
@@ -87,16 +92,24 @@ class TestStoryModelContrastiveLoss(TestCase):
         frames = frame_keys.reshape(-1).tolist()
 
         expected = _masked_reference(
-            images.reshape(-1, dim).astype("float64"), texts.reshape(-1, dim).astype("float64"),
-            scale, captions, frames)
+            images.reshape(-1, dim).astype("float64"),
+            texts.reshape(-1, dim).astype("float64"),
+            scale,
+            captions,
+            frames,
+        )
         masked = model.contrastive_loss(images, texts, token_ids=token_ids, frame_keys=frame_keys)
         np.testing.assert_allclose(float(to_numpy(masked)), expected, rtol=1e-5)
 
         # Without the keys, the copies count as negatives: a different value.
         unmasked = float(to_numpy(model.contrastive_loss(images, texts)))
         no_duplicates = _masked_reference(
-            images.reshape(-1, dim).astype("float64"), texts.reshape(-1, dim).astype("float64"),
-            scale, list(range(len(frames))), list(range(len(frames))))
+            images.reshape(-1, dim).astype("float64"),
+            texts.reshape(-1, dim).astype("float64"),
+            scale,
+            list(range(len(frames))),
+            list(range(len(frames))),
+        )
         np.testing.assert_allclose(unmasked, no_duplicates, rtol=1e-5)
         assert abs(unmasked - expected) > 1e-2
 

@@ -1,14 +1,28 @@
 import csv
 
-from kstory.training.loss_curve import loss_terms, plot_loss_curve
+from kstory.training.loss_curve import loss_terms
+from kstory.training.loss_curve import plot_loss_curve
 
 
 def test_every_logged_loss_term_gets_a_panel_with_the_total_first():
     # CSVLogger writes its keys sorted, so "loss" sits among the terms.
-    columns = ["epoch", "bag_of_words_loss", "contrastive_loss", "image_loss", "loss",
-               "text_loss", "val_bag_of_words_loss", "val_loss"]
+    columns = [
+        "epoch",
+        "bag_of_words_loss",
+        "contrastive_loss",
+        "image_loss",
+        "loss",
+        "text_loss",
+        "val_bag_of_words_loss",
+        "val_loss",
+    ]
     assert loss_terms(columns) == [
-        "loss", "bag_of_words_loss", "contrastive_loss", "image_loss", "text_loss"]
+        "loss",
+        "bag_of_words_loss",
+        "contrastive_loss",
+        "image_loss",
+        "text_loss",
+    ]
 
 
 def test_a_history_without_a_term_draws_the_others(tmp_path):

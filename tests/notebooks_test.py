@@ -4,7 +4,9 @@ import os
 import nbformat
 import pytest
 
-NOTEBOOK_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "notebooks")
+NOTEBOOK_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "notebooks"
+)
 NOTEBOOKS = sorted(os.path.basename(path) for path in glob.glob(f"{NOTEBOOK_DIR}/*.ipynb"))
 
 # What each notebook must print when it works, beyond running without error.
@@ -49,7 +51,9 @@ def test_notebook_runs_top_to_bottom(name, tmp_path, monkeypatch):
     monkeypatch.delenv("KSTORY_NOTEBOOK_FULL", raising=False)
     notebook = nbformat.read(os.path.join(NOTEBOOK_DIR, name), as_version=4)
     client = NotebookClient(
-        notebook, timeout=900, kernel_name="python3",
+        notebook,
+        timeout=900,
+        kernel_name="python3",
         resources={"metadata": {"path": NOTEBOOK_DIR}},
     )
     client.execute()

@@ -4,22 +4,23 @@ import os
 import keras
 import numpy as np
 import pytest
-
 from conftest import build_tiny_model
+from test_case import to_numpy
+
 from kstory.export.onnx_export import GRAPHS
 from kstory.export.onnx_export import MANIFEST_FILE
 from kstory.export.onnx_export import export_onnx
 from kstory.export.onnx_export import onnx_graph_functions
 from kstory.export.onnx_export import run_onnx
-from test_case import to_numpy
 
 
 # Under torch the graphs are traced in this process; under TensorFlow and JAX
 # the test covers the automatic route through a PyTorch subprocess (about a
 # minute), so it runs in the `large` step on every backend.
 @pytest.mark.large
-def test_onnx_graphs_match_the_keras_model_in_onnxruntime(tiny_preprocessor, tiny_dataset,
-                                                          tiny_batch, tmp_path):
+def test_onnx_graphs_match_the_keras_model_in_onnxruntime(
+    tiny_preprocessor, tiny_dataset, tiny_batch, tmp_path
+):
     model = build_tiny_model(tiny_preprocessor, text_decoder_attention_heads=2)
     model.fit(tiny_dataset.take(2), epochs=1, verbose=0)
     directory = str(tmp_path / "onnx")
@@ -30,8 +31,10 @@ def test_onnx_graphs_match_the_keras_model_in_onnxruntime(tiny_preprocessor, tin
     for name in ("serving.json", "preprocessor.json", "vocabulary.txt"):
         assert os.path.exists(os.path.join(directory, name)), name
 
-    inputs = {name: tiny_batch[0][name].astype("int32") if name != "images" else tiny_batch[0][name]
-              for name in ("images", "token_ids", "padding_mask", "decoder_token_ids")}
+    inputs = {
+        name: tiny_batch[0][name].astype("int32") if name != "images" else tiny_batch[0][name]
+        for name in ("images", "token_ids", "padding_mask", "decoder_token_ids")
+    }
     functions = onnx_graph_functions(model.backbone)
     graph_inputs = {
         "embed_images": {"images": inputs["images"][:, 2]},

@@ -3,9 +3,9 @@ import io
 import keras
 import numpy as np
 import pytest
+from conftest import story_row
 from PIL import Image
 
-from conftest import story_row
 from kstory.data.parquet_shards import write_shards
 from kstory.data.pipeline import make_dataset
 from kstory.data.story import Story
@@ -33,13 +33,20 @@ def valued_preprocessor(valued_stories):
 
 def test_shapes_and_dtypes(embedded_stories, learned_tokenizer):
     preprocessor = StoryTextPreprocessor(learned_tokenizer, 48, 40)
-    dataset = make_dataset(embedded_stories, preprocessor, image_size=24, target_image_size=16, batch_size=3)
+    dataset = make_dataset(
+        embedded_stories, preprocessor, image_size=24, target_image_size=16, batch_size=3
+    )
     inputs, targets = next(iter(dataset))
     assert inputs["images"].shape == (3, 4, 24, 24, 3) and inputs["images"].dtype.name == "uint8"
     assert inputs["token_ids"].shape == (3, 4, 48) and inputs["token_ids"].dtype.name == "int32"
-    assert inputs["padding_mask"].shape == (3, 4, 48) and inputs["padding_mask"].dtype.name == "int32"
+    assert (
+        inputs["padding_mask"].shape == (3, 4, 48) and inputs["padding_mask"].dtype.name == "int32"
+    )
     assert inputs["decoder_token_ids"].shape == (3, 40)
-    assert targets["next_image"].shape == (3, 16, 16, 3) and targets["next_image"].dtype.name == "float32"
+    assert (
+        targets["next_image"].shape == (3, 16, 16, 3)
+        and targets["next_image"].dtype.name == "float32"
+    )
     assert targets["next_token_ids"].shape == (3, 40)
     next_image = targets["next_image"].numpy()
     assert 0 <= next_image.min() and next_image.max() <= 1 and next_image.max() > 0.2
@@ -50,14 +57,21 @@ def test_shapes_and_dtypes(embedded_stories, learned_tokenizer):
 
 def test_every_sample_is_aligned_context_then_next_frame(valued_stories, valued_preprocessor):
     dataset = make_dataset(
-        valued_stories, valued_preprocessor, image_size=8, target_image_size=8,
-        batch_size=4, shuffle=True, seed=3,
+        valued_stories,
+        valued_preprocessor,
+        image_size=8,
+        target_image_size=8,
+        batch_size=4,
+        shuffle=True,
+        seed=3,
     )
     tokenizer = valued_preprocessor.tokenizer
     count = 0
     for inputs, targets in dataset:
         for images, next_image, next_ids in zip(
-            inputs["images"].numpy(), targets["next_image"].numpy(), targets["next_token_ids"].numpy()
+            inputs["images"].numpy(),
+            targets["next_image"].numpy(),
+            targets["next_token_ids"].numpy(),
         ):
             first = int(images[0, 0, 0, 0]) // 10
             assert [int(image[0, 0, 0]) for image in images] == [10 * (first + k) for k in range(4)]
@@ -78,7 +92,11 @@ def test_same_seed_same_order_and_reshuffled_each_epoch(valued_stories, valued_p
     again = first_values(make_dataset(valued_stories, valued_preprocessor, **kwargs))
     assert epoch_1 == again
     assert sorted(epoch_1) == sorted(epoch_2)
-    unshuffled = first_values(make_dataset(valued_stories, valued_preprocessor, image_size=8, target_image_size=8, batch_size=2))
+    unshuffled = first_values(
+        make_dataset(
+            valued_stories, valued_preprocessor, image_size=8, target_image_size=8, batch_size=2
+        )
+    )
     assert epoch_1 != unshuffled
 
 
@@ -92,8 +110,14 @@ def test_cache_gives_the_same_samples(valued_stories, valued_preprocessor):
 
 
 def test_first_mode_uses_one_window_per_story(valued_stories, valued_preprocessor):
-    dataset = make_dataset(valued_stories, valued_preprocessor, image_size=8, target_image_size=8,
-                           batch_size=50, window_mode="first")
+    dataset = make_dataset(
+        valued_stories,
+        valued_preprocessor,
+        image_size=8,
+        target_image_size=8,
+        batch_size=50,
+        window_mode="first",
+    )
     inputs, _ = next(iter(dataset))
     assert inputs["images"].shape[0] == len(valued_stories)
     assert (inputs["images"].numpy()[:, 0, 0, 0, 0] == 0).all()
@@ -113,8 +137,12 @@ def test_grey_rgba_and_16_bit_images_become_rgb(valued_preprocessor, tmp_path):
     Image.fromarray(np.full((6, 6, 3), 200, np.uint8)).save(jpeg, format="JPEG")
     path = tmp_path / "frame.png"
     path.write_bytes(grey)
-    story = Story("mixed", (grey, rgba, deep, jpeg.getvalue(), str(path)), ("a", "b", "c", "d", "e"))
-    inputs, targets = next(iter(make_dataset([story], valued_preprocessor, image_size=4, target_image_size=4)))
+    story = Story(
+        "mixed", (grey, rgba, deep, jpeg.getvalue(), str(path)), ("a", "b", "c", "d", "e")
+    )
+    inputs, targets = next(
+        iter(make_dataset([story], valued_preprocessor, image_size=4, target_image_size=4))
+    )
     assert inputs["images"].shape == (1, 4, 4, 4, 3)
     np.testing.assert_allclose(inputs["images"].numpy().astype(int), 200, atol=2)
     np.testing.assert_allclose(targets["next_image"].numpy(), 200 / 255, atol=1e-5)
@@ -128,8 +156,14 @@ def test_stories_too_short_for_a_window_are_a_clear_error(valued_preprocessor):
 
 def test_feeds_model_fit_on_the_active_backend(embedded_stories, learned_tokenizer):
     preprocessor = StoryTextPreprocessor(learned_tokenizer, 48, 48)
-    dataset = make_dataset(embedded_stories, preprocessor, image_size=16, target_image_size=8,
-                           batch_size=4, shuffle=True)
+    dataset = make_dataset(
+        embedded_stories,
+        preprocessor,
+        image_size=16,
+        target_image_size=8,
+        batch_size=4,
+        shuffle=True,
+    )
     vocabulary_size = learned_tokenizer.vocabulary_size()
     images = keras.Input((4, 16, 16, 3), dtype="uint8", name="images")
     token_ids = keras.Input((4, 48), dtype="int32", name="token_ids")
@@ -142,14 +176,20 @@ def test_feeds_model_fit_on_the_active_backend(embedded_stories, learned_tokeniz
     embedded = keras.layers.Embedding(vocabulary_size, 8)(decoder_ids)
     next_ids = keras.layers.Dense(vocabulary_size, name="next_token_ids")(embedded)
     model = keras.Model(
-        {"images": images, "token_ids": token_ids, "padding_mask": padding_mask,
-         "decoder_token_ids": decoder_ids},
+        {
+            "images": images,
+            "token_ids": token_ids,
+            "padding_mask": padding_mask,
+            "decoder_token_ids": decoder_ids,
+        },
         {"next_image": next_image, "next_token_ids": next_ids},
     )
     model.compile(
         optimizer=keras.optimizers.Adam(1e-2),
-        loss={"next_image": "mse",
-              "next_token_ids": keras.losses.SparseCategoricalCrossentropy(from_logits=True)},
+        loss={
+            "next_image": "mse",
+            "next_token_ids": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        },
     )
     history = model.fit(dataset, epochs=2, verbose=0, shuffle=False)
     losses = history.history["loss"]
@@ -159,8 +199,15 @@ def test_feeds_model_fit_on_the_active_backend(embedded_stories, learned_tokeniz
 @pytest.mark.parametrize("epochs", [None, 1])
 def test_shards_together_read_the_global_batches(embedded_stories, learned_tokenizer, epochs):
     preprocessor = StoryTextPreprocessor(learned_tokenizer, 48, 48)
-    options = dict(image_size=16, target_image_size=8, batch_size=4, shuffle=True, seed=3,
-                   epochs=epochs, drop_remainder=True)
+    options = dict(
+        image_size=16,
+        target_image_size=8,
+        batch_size=4,
+        shuffle=True,
+        seed=3,
+        epochs=epochs,
+        drop_remainder=True,
+    )
 
     def batches(**shard):
         dataset = make_dataset(embedded_stories[:6], preprocessor, **options, **shard)
@@ -174,10 +221,8 @@ def test_shards_together_read_the_global_batches(embedded_stories, learned_token
         assert sorted(first + second) == batch
 
 
-def test_a_resumed_stream_skips_the_batches_already_trained(valued_stories,
-                                                             valued_preprocessor):
-    options = dict(image_size=8, target_image_size=8, batch_size=2, shuffle=True, seed=5,
-                   epochs=3)
+def test_a_resumed_stream_skips_the_batches_already_trained(valued_stories, valued_preprocessor):
+    options = dict(image_size=8, target_image_size=8, batch_size=2, shuffle=True, seed=5, epochs=3)
 
     def batches(**position):
         dataset = make_dataset(valued_stories, valued_preprocessor, **options, **position)
@@ -186,23 +231,32 @@ def test_a_resumed_stream_skips_the_batches_already_trained(valued_stories,
     whole = batches()
     steps = len(whole) // 3
     # Resumed in epoch 2 after 1 batch: the rest of the same stream.
-    assert batches(first_epoch=1, first_step=1) == whole[steps + 1:]
+    assert batches(first_epoch=1, first_step=1) == whole[steps + 1 :]
     with pytest.raises(ValueError, match=rf"first_step must be in \[0, {steps}\)"):
         make_dataset(valued_stories, valued_preprocessor, **options, first_step=steps)
     with pytest.raises(ValueError, match="pass epochs"):
-        make_dataset(valued_stories, valued_preprocessor, **{**options, "epochs": None},
-                     first_step=1)
+        make_dataset(
+            valued_stories, valued_preprocessor, **{**options, "epochs": None}, first_step=1
+        )
 
 
 def test_frame_keys_match_exactly_when_the_frames_do(valued_stories, valued_preprocessor):
     # Frame k of every valued story is the same image (filled with 10*k).
-    dataset = make_dataset(valued_stories, valued_preprocessor, image_size=8,
-                           target_image_size=8, batch_size=10, frame_keys=True)
+    dataset = make_dataset(
+        valued_stories,
+        valued_preprocessor,
+        image_size=8,
+        target_image_size=8,
+        batch_size=10,
+        frame_keys=True,
+    )
     inputs, targets = next(iter(dataset))
     values = inputs["images"].numpy()[:, :, 0, 0, 0].reshape(-1)
     keys = targets["context_frame_keys"].numpy().reshape(-1)
     assert len(set(values.tolist())) > 3
-    np.testing.assert_array_equal(values[:, None] == values[None, :], keys[:, None] == keys[None, :])
+    np.testing.assert_array_equal(
+        values[:, None] == values[None, :], keys[:, None] == keys[None, :]
+    )
 
 
 @pytest.mark.parametrize("modality", ["images", "captions"])
@@ -218,8 +272,7 @@ def test_shuffle_context_takes_one_modality_from_another_window(
 
     def windows(dataset):
         return [
-            keras.tree.map_structure(lambda x: x.numpy(), sample)
-            for sample in dataset.unbatch()
+            keras.tree.map_structure(lambda x: x.numpy(), sample) for sample in dataset.unbatch()
         ]
 
     own, paired = windows(ordered), windows(shuffled)

@@ -46,10 +46,13 @@ def test_chance_counts_captions_the_same_way():
     # Random embeddings score about the chance value.
     rng = np.random.default_rng(0)
     captions = [str(i % 50) for i in range(400)]
-    hits = np.mean([
-        retrieval_recall(rng.normal(size=(400, 16)), rng.normal(size=(400, 16)), captions,
-                         ks=(5,))["image_to_text_R@5"]
-        for _ in range(20)
-    ])
+    hits = np.mean(
+        [
+            retrieval_recall(
+                rng.normal(size=(400, 16)), rng.normal(size=(400, 16)), captions, ks=(5,)
+            )["image_to_text_R@5"]
+            for _ in range(20)
+        ]
+    )
     expected = retrieval_chance(captions, ks=(5,))["image_to_text_R@5"]
     assert abs(hits - expected) < 0.25 * expected

@@ -3,13 +3,13 @@ import os
 import keras
 import numpy as np
 import pytest
-
 from conftest import build_tiny_model
+from test_case import to_numpy
+
 from kstory.export.saved_model_export import SERVING_DIR
 from kstory.export.saved_model_export import SIGNATURES
 from kstory.export.saved_model_export import export_saved_model
 from kstory.serving import SavedStoryModel
-from test_case import to_numpy
 
 # Tests sharing a module fixture stay on one xdist worker (make test).
 pytestmark = pytest.mark.xdist_group("saved_model_export")
@@ -41,8 +41,9 @@ def _context(batch):
     return {name: batch[0][name] for name in ("images", "token_ids", "padding_mask")}
 
 
-def test_serve_matches_the_keras_model_and_its_greedy_ids(trained_model, exported, tiny_batch,
-                                                          tiny_preprocessor):
+def test_serve_matches_the_keras_model_and_its_greedy_ids(
+    trained_model, exported, tiny_batch, tiny_preprocessor
+):
     import tensorflow as tf
 
     served = tf.saved_model.load(exported)
@@ -51,14 +52,16 @@ def test_serve_matches_the_keras_model_and_its_greedy_ids(trained_model, exporte
     outputs = {name: value.numpy() for name, value in served.serve(inputs).items()}
     np.testing.assert_allclose(outputs["next_image"], expected["next_image"], atol=1e-5)
     np.testing.assert_array_equal(outputs["next_token_ids"], expected["next_token_ids"])
-    np.testing.assert_array_equal(outputs["next_token_ids"],
-                                  to_numpy(trained_model.generate(inputs, "greedy")))
+    np.testing.assert_array_equal(
+        outputs["next_token_ids"], to_numpy(trained_model.generate(inputs, "greedy"))
+    )
     assert (outputs["next_token_ids"] == tiny_preprocessor.tokenizer.sep_token_id).any()
 
     # Another batch size, and float 0-255 frames.
     single = {name: value[:1] for name, value in inputs.items()}
-    np.testing.assert_allclose(served.serve(single)["next_image"].numpy(),
-                               expected["next_image"][:1], atol=1e-5)
+    np.testing.assert_allclose(
+        served.serve(single)["next_image"].numpy(), expected["next_image"][:1], atol=1e-5
+    )
     floats = served.serve_float({**inputs, "images": inputs["images"].astype("float32")})
     np.testing.assert_allclose(floats["next_image"].numpy(), expected["next_image"], atol=1e-5)
     np.testing.assert_array_equal(floats["next_token_ids"].numpy(), expected["next_token_ids"])
@@ -74,12 +77,14 @@ def test_embedding_signatures_match_the_backbone(trained_model, exported, tiny_b
     images = inputs["images"][:, 1]
     np.testing.assert_allclose(
         served.embed_images({"images": images})["image_embedding"].numpy(),
-        to_numpy(backbone.embed_images(images)), atol=1e-5,
+        to_numpy(backbone.embed_images(images)),
+        atol=1e-5,
     )
     texts = {name: inputs[name][:, 1] for name in ("token_ids", "padding_mask")}
     np.testing.assert_allclose(
         served.embed_texts(texts)["text_embedding"].numpy(),
-        to_numpy(backbone.embed_texts(texts["token_ids"], texts["padding_mask"])), atol=1e-5,
+        to_numpy(backbone.embed_texts(texts["token_ids"], texts["padding_mask"])),
+        atol=1e-5,
     )
 
 
@@ -96,8 +101,9 @@ def test_vocabulary_is_an_asset_and_detokenizes(exported, tiny_preprocessor):
         assert os.path.exists(os.path.join(exported, SERVING_DIR, name)), name
 
 
-def test_saved_story_model_serves_raw_frames_and_captions(trained_model, exported,
-                                                          embedded_stories):
+def test_saved_story_model_serves_raw_frames_and_captions(
+    trained_model, exported, embedded_stories
+):
     served = SavedStoryModel(exported)
     stories = embedded_stories[:3]
     frames = [list(story.images[:4]) for story in stories]  # Encoded PNG bytes.
@@ -113,8 +119,10 @@ def test_saved_story_model_serves_raw_frames_and_captions(trained_model, exporte
     assert one["captions"] == result["captions"][:1]
     np.testing.assert_allclose(
         served.embed_texts(captions[0]),
-        to_numpy(trained_model.backbone.embed_texts(inputs["token_ids"][0],
-                                                    inputs["padding_mask"][0])), atol=1e-5,
+        to_numpy(
+            trained_model.backbone.embed_texts(inputs["token_ids"][0], inputs["padding_mask"][0])
+        ),
+        atol=1e-5,
     )
     assert served.embed_images(frames[0]).shape == (4, trained_model.backbone.embedding_dim)
     # Wrong inputs are refused by name before they reach the graph.

@@ -11,19 +11,26 @@ def _metrics(bleu, mse, caption_drop):
     image = {"MSE": mse, "SSIM": 0.7}
     retrieval = {"image_to_text_R@1": 0.03, "text_to_image_R@1": 0.04}
     return {
-        "split": "test", "windows": 10,
+        "split": "test",
+        "windows": 10,
         "text": {"model": scores, "copy last caption": scores, "nearest training context": scores},
         "image": {"model": image, "copy last frame": image, "mean training image": image},
         "retrieval": {"model": retrieval, "chance": retrieval},
-        "input_reliance": {"verdicts": [
-            {"output": "caption", "shuffled": "images", "relative_drop": caption_drop},
-            {"output": "next image", "shuffled": "captions", "relative_drop": 0.2},
-        ]},
+        "input_reliance": {
+            "verdicts": [
+                {"output": "caption", "shuffled": "images", "relative_drop": caption_drop},
+                {"output": "next image", "shuffled": "captions", "relative_drop": 0.2},
+            ]
+        },
     }
 
 
 def test_mean_and_sample_std_over_seeds():
-    results = {0: _metrics(0.6, 0.07, 0.1), 1: _metrics(0.7, 0.05, 0.3), 2: _metrics(0.8, 0.06, 0.2)}
+    results = {
+        0: _metrics(0.6, 0.07, 0.1),
+        1: _metrics(0.7, 0.05, 0.3),
+        2: _metrics(0.8, 0.06, 0.2),
+    }
     assert headline_scores(results[1])["caption drop, images shuffled"] == 0.3
     table = format_seed_spread(results)
     std = np.std([0.6, 0.7, 0.8], ddof=1)

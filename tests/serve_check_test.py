@@ -47,8 +47,10 @@ def test_serve_check_fails_when_the_export_is_not_the_model(trained_workdir, tmp
     changed = str(tmp_path / "changed")
     shutil.copytree(trained_workdir, changed, ignore=shutil.ignore_patterns("export"))
     model = keras.saving.load_model(os.path.join(changed, "model.keras"))
-    for variable in (model.backbone.image_projection.kernel,
-                     model.backbone.image_decoder.to_rgb.bias):
+    for variable in (
+        model.backbone.image_projection.kernel,
+        model.backbone.image_decoder.to_rgb.bias,
+    ):
         variable.assign(keras.ops.convert_to_numpy(variable) + 0.05)
     model.save(os.path.join(changed, "model.keras"))
 

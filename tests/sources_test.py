@@ -47,10 +47,19 @@ def test_vist_uses_its_own_three_files(tmp_path):
         for order in range(5):
             photo = f"{split}{order}"
             Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(image_dir / f"{photo}.png")
-            annotations.append([{"story_id": f"{split}-1", "photo_flickr_id": photo,
-                                 "worker_arranged_photo_order": order, "text": f"{split} {order}"}])
+            annotations.append(
+                [
+                    {
+                        "story_id": f"{split}-1",
+                        "photo_flickr_id": photo,
+                        "worker_arranged_photo_order": order,
+                        "text": f"{split} {order}",
+                    }
+                ]
+            )
         (tmp_path / f"{split}.story-in-sequence.json").write_text(
-            json.dumps({"annotations": annotations}))
+            json.dumps({"annotations": annotations})
+        )
     config = DataConfig(source="vist", path=str(tmp_path), image_dir=str(image_dir))
     splits, _ = load_splits(config, str(tmp_path / "unused"))
     assert [s.story_id for s in splits["validation"]] == ["val-1"]

@@ -19,7 +19,11 @@ def test_splits_are_disjoint_and_cover_all_stories():
     assert sum(len(part) for part in ids) == 103
     assert set.union(*ids) == {str(i) for i in range(103)}
     assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
-    assert [len(parts[name]) for name in FRACTIONS] == [82, 11, 10]  # rounded cumulative cuts 82.4, 92.7
+    assert [len(parts[name]) for name in FRACTIONS] == [
+        82,
+        11,
+        10,
+    ]  # rounded cumulative cuts 82.4, 92.7
 
 
 def test_split_is_reproducible_and_independent_of_read_order():
@@ -33,7 +37,9 @@ def test_split_is_reproducible_and_independent_of_read_order():
     assert first["test"] != other_seed["test"]
 
 
-@pytest.mark.parametrize("fractions", [{"train": 0.5, "test": 0.4}, {"train": 1.2, "test": -0.2}, {}])
+@pytest.mark.parametrize(
+    "fractions", [{"train": 0.5, "test": 0.4}, {"train": 1.2, "test": -0.2}, {}]
+)
 def test_bad_fractions_are_rejected(fractions):
     with pytest.raises(ValueError, match="fractions"):
         split_stories(_stories(5), fractions)

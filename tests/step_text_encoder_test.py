@@ -2,15 +2,19 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
-
-from kstory.layers.step_text_encoder import StepTextEncoder
 from test_case import TestCase
 from test_case import to_numpy
+
+from kstory.layers.step_text_encoder import StepTextEncoder
 
 
 def _distilbert():
     return keras_hub.models.DistilBertBackbone(
-        vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32,
+        vocabulary_size=50,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
         max_sequence_length=8,
     )
 
@@ -29,13 +33,21 @@ class TestStepTextEncoder(TestCase):
 
     def test_bert_backbones_get_segment_ids(self):
         bert = keras_hub.models.BertBackbone(
-            vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32,
+            vocabulary_size=50,
+            num_layers=1,
+            num_heads=2,
+            hidden_dim=16,
+            intermediate_dim=32,
             max_sequence_length=8,
         )
-        cls_vectors, _ = StepTextEncoder(bert)(np.ones((1, 4, 8), "int32"), np.ones((1, 4, 8), "int32"))
+        cls_vectors, _ = StepTextEncoder(bert)(
+            np.ones((1, 4, 8), "int32"), np.ones((1, 4, 8), "int32")
+        )
         assert tuple(cls_vectors.shape) == (1, 4, 16)
 
-    @pytest.mark.parametrize("num_frozen, trainable_layers", [(-1, {0, 1}), (0, {0, 1}), (1, {1}), (2, set())])
+    @pytest.mark.parametrize(
+        "num_frozen, trainable_layers", [(-1, {0, 1}), (0, {0, 1}), (1, {1}), (2, set())]
+    )
     def test_freezing(self, num_frozen, trainable_layers):
         encoder = StepTextEncoder(_distilbert(), num_frozen_layers=num_frozen)
         layers = {layer.name: layer for layer in encoder.backbone.layers}

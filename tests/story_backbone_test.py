@@ -2,22 +2,34 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
-
 from conftest import tiny_image_encoder
-from kstory.models.story_backbone import StoryBackbone
 from test_case import TestCase
+
+from kstory.models.story_backbone import StoryBackbone
 
 
 def _backbone(**overrides):
     settings = dict(
         image_encoder=tiny_image_encoder(32),
         text_backbone=keras_hub.models.DistilBertBackbone(
-            vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32,
+            vocabulary_size=50,
+            num_layers=2,
+            num_heads=2,
+            hidden_dim=16,
+            intermediate_dim=32,
             max_sequence_length=8,
         ),
-        vocabulary_size=50, image_size=32, target_image_size=16, sequence_length=8,
-        image_preprocessing="tf", embedding_dim=16, fusion_dim=16, temporal_units=16,
-        decoder_filters=16, text_decoder_embedding_dim=8, text_decoder_units=16,
+        vocabulary_size=50,
+        image_size=32,
+        target_image_size=16,
+        sequence_length=8,
+        image_preprocessing="tf",
+        embedding_dim=16,
+        fusion_dim=16,
+        temporal_units=16,
+        decoder_filters=16,
+        text_decoder_embedding_dim=8,
+        text_decoder_units=16,
     )
     settings.update(overrides)
     return StoryBackbone(**settings)
@@ -37,8 +49,12 @@ class TestStoryBackbone(TestCase):
         outputs = _backbone(temporal_model=temporal_model, temporal_num_heads=2)(INPUTS)
         shapes = {name: tuple(value.shape) for name, value in outputs.items()}
         assert shapes == {
-            "image_embeddings": (2, 4, 16), "text_embeddings": (2, 4, 16), "story_state": (2, 16),
-            "step_states": (2, 4, 16), "next_image": (2, 16, 16, 3), "next_token_logits": (2, 5, 50),
+            "image_embeddings": (2, 4, 16),
+            "text_embeddings": (2, 4, 16),
+            "story_state": (2, 16),
+            "step_states": (2, 4, 16),
+            "next_image": (2, 16, 16, 3),
+            "next_token_logits": (2, 5, 50),
         }
         self.assert_allclose(outputs["step_states"][:, -1], outputs["story_state"], atol=0)
 
@@ -63,8 +79,9 @@ class TestStoryBackbone(TestCase):
         assert "memory" not in encoded
 
     def test_attending_decoder_and_residual_image(self):
-        backbone = _backbone(text_decoder_attention_heads=2, image_decoder_residual=True,
-                             target_image_size=32)
+        backbone = _backbone(
+            text_decoder_attention_heads=2, image_decoder_residual=True, target_image_size=32
+        )
         encoded = backbone.encode(
             {name: keras.ops.convert_to_tensor(value) for name, value in INPUTS.items()}
         )
@@ -83,9 +100,11 @@ class TestStoryBackbone(TestCase):
         changed = dict(INPUTS, images=INPUTS["images"].copy())
         changed["images"][:, -1] = 255 - changed["images"][:, -1]
         memories = [
-            keras.ops.convert_to_numpy(backbone.encode(
-                {name: keras.ops.convert_to_tensor(value) for name, value in inputs.items()}
-            )["memory"])
+            keras.ops.convert_to_numpy(
+                backbone.encode(
+                    {name: keras.ops.convert_to_tensor(value) for name, value in inputs.items()}
+                )["memory"]
+            )
             for inputs in (INPUTS, changed)
         ]
         # Only the last image's slot moves: the captions' tokens and the
@@ -110,7 +129,8 @@ class TestStoryBackbone(TestCase):
         inputs = {name: keras.ops.convert_to_tensor(value) for name, value in INPUTS.items()}
         encoded = backbone.encode(inputs)
         direct = backbone.predict_next_image(
-            inputs["images"], encoded["story_state"],
+            inputs["images"],
+            encoded["story_state"],
             backbone.embed_caption(inputs["decoder_token_ids"]),
         )
         self.assert_allclose(direct, first, atol=1e-5)
@@ -121,7 +141,9 @@ class TestStoryBackbone(TestCase):
         for step in range(4):
             changed = dict(INPUTS, images=INPUTS["images"].copy())
             changed["images"][:, step] = 255 - changed["images"][:, step]
-            assert not np.allclose(keras.ops.convert_to_numpy(backbone(changed)["story_state"]), base)
+            assert not np.allclose(
+                keras.ops.convert_to_numpy(backbone(changed)["story_state"]), base
+            )
 
     def test_config_round_trip_keeps_freezing(self):
         backbone = _backbone(num_frozen_text_layers=1)

@@ -5,11 +5,11 @@ import sys
 import keras
 import numpy as np
 import pytest
-
 from conftest import build_tiny_model
-from kstory.models.story_model import StoryModel
 from test_case import TestCase
 from test_case import to_numpy
+
+from kstory.models.story_model import StoryModel
 
 LOSS_TERMS = ("loss", "image_loss", "text_loss", "contrastive_loss")
 
@@ -34,7 +34,9 @@ class TestStoryModel(TestCase):
         assert restored.contrastive_loss_weight == 0.3
         assert restored.backbone.get_config() == model.backbone.get_config()
 
-    def test_keras_file_round_trip_after_training(self, tiny_preprocessor, tiny_dataset, tiny_batch, tmp_path):
+    def test_keras_file_round_trip_after_training(
+        self, tiny_preprocessor, tiny_dataset, tiny_batch, tmp_path
+    ):
         model = build_tiny_model(tiny_preprocessor)
         self.run_fit_step(model, tiny_dataset.take(2))
         restored = self.run_saved_model_round_trip(model, tiny_batch[0], tmp_path)
@@ -69,7 +71,9 @@ class TestStoryModel(TestCase):
             "text decoder": backbone.text_decoder.weights,
             "temperature": [model.log_logit_scale],
         }
-        before = {name: to_numpy([w.value for w in ws]) for name, ws in {**frozen, **moving}.items()}
+        before = {
+            name: to_numpy([w.value for w in ws]) for name, ws in {**frozen, **moving}.items()
+        }
         self.run_fit_step(model, tiny_dataset.take(3))
         for name, weights in frozen.items():
             for old, new in zip(before[name], to_numpy([w.value for w in weights])):
@@ -141,8 +145,11 @@ class TestStoryModel(TestCase):
         for row in range(len(ids)):
             shuffled[row, real[row]] = np.random.default_rng(row).permutation(ids[row, real[row]])
         np.testing.assert_allclose(
-            float(model.bag_of_words_loss({**targets, "next_token_ids": shuffled}, outputs, inputs)),
-            loss, rtol=1e-6,
+            float(
+                model.bag_of_words_loss({**targets, "next_token_ids": shuffled}, outputs, inputs)
+            ),
+            loss,
+            rtol=1e-6,
         )
 
     def test_bag_of_words_term_is_logged_trains_its_head_and_is_saved(
@@ -152,8 +159,12 @@ class TestStoryModel(TestCase):
         assert build_tiny_model(tiny_preprocessor).bag_of_words_head is None
         inputs, targets = tiny_batch
         logs = model.evaluate(inputs, targets, verbose=0, return_dict=True)
-        terms = (logs["image_loss"] + logs["text_loss"] + 0.1 * logs["contrastive_loss"]
-                 + 0.5 * logs["bag_of_words_loss"])
+        terms = (
+            logs["image_loss"]
+            + logs["text_loss"]
+            + 0.1 * logs["contrastive_loss"]
+            + 0.5 * logs["bag_of_words_loss"]
+        )
         np.testing.assert_allclose(logs["loss"], terms, rtol=1e-4)
         before = to_numpy(model.bag_of_words_head.kernel.value)
         self.run_fit_step(model, tiny_dataset.take(2))
@@ -171,8 +182,12 @@ class TestStoryModel(TestCase):
         model.log_logit_scale.assign(10.0)
         np.testing.assert_allclose(float(model.logit_scale()), 100.0, rtol=1e-5)
 
-    def test_transformer_temporal_model(self, tiny_preprocessor, tiny_dataset, tiny_batch, tmp_path):
-        model = build_tiny_model(tiny_preprocessor, temporal_model="transformer", temporal_num_heads=2)
+    def test_transformer_temporal_model(
+        self, tiny_preprocessor, tiny_dataset, tiny_batch, tmp_path
+    ):
+        model = build_tiny_model(
+            tiny_preprocessor, temporal_model="transformer", temporal_num_heads=2
+        )
         self.run_fit_step(model, tiny_dataset.take(1))
         assert model.predict(tiny_batch[0], verbose=0)["story_state"].shape == (2, 16)
         self.run_saved_model_round_trip(model, tiny_batch[0], tmp_path)
@@ -184,8 +199,9 @@ class TestStoryModel(TestCase):
             # XLA on CPU has no float16 dot_general with float32 accumulation
             # ("F16_F16_F32"), which attention needs; GPUs have it.
             heads = 0
-        model = build_tiny_model(tiny_preprocessor, dtype_policy=policy,
-                                 text_decoder_attention_heads=heads)
+        model = build_tiny_model(
+            tiny_preprocessor, dtype_policy=policy, text_decoder_attention_heads=heads
+        )
         assert keras.config.dtype_policy().name == "float32"  # restored after building
         self.run_fit_step(model, tiny_dataset.take(2))
         if policy == "mixed_float16":
@@ -212,7 +228,7 @@ class TestGeneration(TestCase):
         for row in ids:
             ends = np.flatnonzero(row == tokenizer.sep_token_id)
             if len(ends):
-                assert (row[ends[0] + 1:] == tokenizer.pad_token_id).all()
+                assert (row[ends[0] + 1 :] == tokenizer.pad_token_id).all()
         return ids
 
     @pytest.mark.parametrize("sampler", ["greedy", "beam", "top_p"])
@@ -224,7 +240,9 @@ class TestGeneration(TestCase):
         bias = keras.ops.convert_to_numpy(logits.bias).copy()
         bias[tokenizer.sep_token_id] = 12.0
         logits.bias.assign(bias)
-        ids = self._assert_valid(model.generate(tiny_batch[0], sampler=sampler, max_length=10), tokenizer, 10)
+        ids = self._assert_valid(
+            model.generate(tiny_batch[0], sampler=sampler, max_length=10), tokenizer, 10
+        )
         assert (ids == tokenizer.sep_token_id).any(axis=1).all()
 
     def test_beam_scores_at_least_greedy(self, tiny_preprocessor, tiny_batch):
@@ -239,7 +257,9 @@ class TestGeneration(TestCase):
         beam_score = keras.ops.convert_to_numpy(model.sequence_log_likelihood(inputs, beam))
         assert (beam_score >= greedy_score - 1e-4).all(), (beam_score, greedy_score)
 
-    def test_greedy_generation_agrees_with_the_teacher_forced_pass(self, tiny_preprocessor, tiny_batch):
+    def test_greedy_generation_agrees_with_the_teacher_forced_pass(
+        self, tiny_preprocessor, tiny_batch
+    ):
         # Feeding the generated ids back as decoder input, the teacher-forced
         # logits at position t must pick generated token t + 1: training and
         # generation use the same one-token shift.
@@ -256,13 +276,17 @@ class TestGeneration(TestCase):
         for row, predicted in zip(ids, teacher_forced):
             ends = np.flatnonzero(row == tokenizer.sep_token_id)
             stop = ends[0] if len(ends) else len(row) - 1
-            np.testing.assert_array_equal(predicted[:stop], row[1:stop + 1])
+            np.testing.assert_array_equal(predicted[:stop], row[1 : stop + 1])
 
-    def test_predict_next_matches_the_forward_pass_and_generate(self, tiny_preprocessor, tiny_batch):
+    def test_predict_next_matches_the_forward_pass_and_generate(
+        self, tiny_preprocessor, tiny_batch
+    ):
         model = build_tiny_model(tiny_preprocessor, compile=False, text_decoder_attention_heads=2)
         inputs = {name: tiny_batch[0][name] for name in ("images", "token_ids", "padding_mask")}
         outputs = to_numpy(model.predict_next(inputs, return_embeddings=True))
-        forward = to_numpy(model({**inputs, "decoder_token_ids": tiny_batch[0]["decoder_token_ids"]}))
+        forward = to_numpy(
+            model({**inputs, "decoder_token_ids": tiny_batch[0]["decoder_token_ids"]})
+        )
         for name in ("next_image", "image_embeddings", "text_embeddings", "story_state"):
             self.assert_allclose(outputs[name], forward[name], atol=1e-6)
         np.testing.assert_array_equal(outputs["next_token_ids"], to_numpy(model.generate(inputs)))
@@ -273,7 +297,9 @@ class TestGeneration(TestCase):
         )
         self.assert_allclose(float_outputs["next_image"], outputs["next_image"], atol=1e-6)
 
-    def test_single_step_embeddings_match_the_context_step_embeddings(self, tiny_preprocessor, tiny_batch):
+    def test_single_step_embeddings_match_the_context_step_embeddings(
+        self, tiny_preprocessor, tiny_batch
+    ):
         model = build_tiny_model(tiny_preprocessor, compile=False)
         inputs = tiny_batch[0]
         forward = to_numpy(model(inputs))
@@ -281,11 +307,13 @@ class TestGeneration(TestCase):
         for step in range(inputs["images"].shape[1]):
             self.assert_allclose(
                 backbone.embed_images(inputs["images"][:, step]),
-                forward["image_embeddings"][:, step], atol=1e-5,
+                forward["image_embeddings"][:, step],
+                atol=1e-5,
             )
             self.assert_allclose(
                 backbone.embed_texts(inputs["token_ids"][:, step], inputs["padding_mask"][:, step]),
-                forward["text_embeddings"][:, step], atol=1e-5,
+                forward["text_embeddings"][:, step],
+                atol=1e-5,
             )
 
     def test_keras_file_loads_with_its_optimizer_on_another_backend(
@@ -305,11 +333,15 @@ class TestGeneration(TestCase):
         result = subprocess.run(
             [sys.executable, str(script), path, str(tmp_path)],
             env=dict(os.environ, KERAS_BACKEND=others[keras.config.backend()]),
-            capture_output=True, text=True, timeout=600,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert result.returncode == 0, result.stderr[-3000:]
         loaded = np.load(tmp_path / "outputs.npz")
-        assert int(loaded["iterations"]) == int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        assert int(loaded["iterations"]) == int(
+            keras.ops.convert_to_numpy(model.optimizer.iterations)
+        )
         slots = sorted(model.optimizer.variables, key=lambda v: v.path)
         np.testing.assert_allclose(
             loaded["slot_norm"], sum(float(np.abs(to_numpy(v)).sum()) for v in slots), rtol=1e-4

@@ -1,8 +1,7 @@
+import numpy as np
 import tensorflow_datasets as tfds
-
 from conftest import png_bytes
 from conftest import story_row
-import numpy as np
 
 import kstory.data.story_reasoning_builder  # noqa: F401  (registers the builder)
 from kstory.data.parquet_shards import write_shards

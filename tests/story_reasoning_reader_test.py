@@ -2,10 +2,10 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import png_bytes
 from conftest import story_row
+from PIL import Image
+
 from kstory.data.parquet_shards import write_shards
 from kstory.data.story_parser import parse_story_frames
 from kstory.data.story_reasoning_reader import read_story_reasoning
@@ -61,7 +61,19 @@ def _broken_rows():
     duplicate = story_row("good", 5)
     grey = story_row("grey", 5)
     grey["images"][0]["bytes"] = png_bytes(np.zeros((16, 16), np.uint8))
-    return [good, corrupt, truncated, zero, short, mismatch, count, empty_text, nested, duplicate, grey]
+    return [
+        good,
+        corrupt,
+        truncated,
+        zero,
+        short,
+        mismatch,
+        count,
+        empty_text,
+        nested,
+        duplicate,
+        grey,
+    ]
 
 
 def test_broken_stories_are_skipped_counted_and_named(tmp_path, caplog):

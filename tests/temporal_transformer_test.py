@@ -1,8 +1,8 @@
 import numpy as np
-
-from kstory.layers.temporal_transformer import TemporalTransformer
 from test_case import TestCase
 from test_case import to_numpy
+
+from kstory.layers.temporal_transformer import TemporalTransformer
 
 
 class TestTemporalTransformer(TestCase):

@@ -1,9 +1,9 @@
 import keras
 import numpy as np
-
-from kstory.layers.text_decoder import TextDecoder
 from test_case import TestCase
 from test_case import to_numpy
+
+from kstory.layers.text_decoder import TextDecoder
 
 
 class TestTextDecoder(TestCase):

@@ -27,11 +27,20 @@ def _write_hf_bert_folder(path, vocabulary):
     path.mkdir()
     (path / "vocab.txt").write_text("\n".join(vocabulary) + "\n")
     (path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
-    (path / "config.json").write_text(json.dumps({
-        "model_type": "bert", "vocab_size": len(vocabulary), "hidden_size": 8,
-        "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16,
-        "max_position_embeddings": 32, "type_vocab_size": 2,
-    }))
+    (path / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "bert",
+                "vocab_size": len(vocabulary),
+                "hidden_size": 8,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "intermediate_size": 16,
+                "max_position_embeddings": 32,
+                "type_vocab_size": 2,
+            }
+        )
+    )
 
 
 def test_hugging_face_folder_loads_as_bert_tokenizer(tmp_path):

@@ -71,9 +71,24 @@ def test_bench_runs_without_tensorflow(tmp_path, backend):
     script = tmp_path / "without_tensorflow.py"
     script.write_text(WITHOUT_TENSORFLOW)
     result = subprocess.run(
-        [sys.executable, str(script), "bench", "--shape", "tiny", "--steps", "1",
-         "--warmup-steps", "1", "--batch-size", "2", "--json"],
-        env=dict(os.environ, KERAS_BACKEND=backend), capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(script),
+            "bench",
+            "--shape",
+            "tiny",
+            "--steps",
+            "1",
+            "--warmup-steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--json",
+        ],
+        env=dict(os.environ, KERAS_BACKEND=backend),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     measured = json.loads(result.stdout.strip().splitlines()[-1])
@@ -84,8 +99,7 @@ def test_bench_runs_without_tensorflow(tmp_path, backend):
 # bench's input wiring, run once.
 @pytest.mark.single_backend
 def test_bench_times_the_step_from_cached_features():
-    result = run_train_step_bench("tiny", steps=1, warmup_steps=1, batch_size=2,
-                                  from_features=True)
+    result = run_train_step_bench("tiny", steps=1, warmup_steps=1, batch_size=2, from_features=True)
     assert result["inputs"] == "cached features" and result["step_ms"] > 0
     # The frozen image encoder's weights are no longer trained.
     images = run_train_step_bench("tiny", steps=1, warmup_steps=1, batch_size=2)

@@ -58,8 +58,14 @@ def trained(smoke_config, tmp_path_factory):
 
 def test_train_evaluate_predict(trained, tmp_path):
     workdir, _ = trained
-    for name in ("config.json", "model.keras", "history.csv", "loss_curve.png",
-                 "checkpoints/best.weights.h5", "backup/latest/state.json"):
+    for name in (
+        "config.json",
+        "model.keras",
+        "history.csv",
+        "loss_curve.png",
+        "checkpoints/best.weights.h5",
+        "backup/latest/state.json",
+    ):
         assert os.path.exists(os.path.join(workdir, name)), name
     assert os.listdir(os.path.join(workdir, "logs"))
     with open(os.path.join(workdir, "history.csv")) as file:
@@ -146,9 +152,21 @@ def test_a_finished_run_reruns_as_is_and_a_nan_stops_it_with_one_clear_line(
         np.testing.assert_array_equal(actual, expected)
     assert _history(workdir) == _history(straight_dir)
     # The 2-epoch run, resumed for a third epoch at a rate that overflows the weights.
-    code = main(["train", "--config", f"{repo_root}/configs/tiny.py", "--smoke",
-                 "--workdir", workdir, *(f"--set={item}" for item in SMOKE),
-                 "--set", "train.epochs=3", "--set", "train.learning_rate=1e30"])
+    code = main(
+        [
+            "train",
+            "--config",
+            f"{repo_root}/configs/tiny.py",
+            "--smoke",
+            "--workdir",
+            workdir,
+            *(f"--set={item}" for item in SMOKE),
+            "--set",
+            "train.epochs=3",
+            "--set",
+            "train.learning_rate=1e30",
+        ]
+    )
     assert code == 1
     error_lines = capsys.readouterr().err.strip().splitlines()
     failures = [line for line in error_lines if line.startswith("kstory train: failed:")]
@@ -160,8 +178,10 @@ def test_a_finished_run_reruns_as_is_and_a_nan_stops_it_with_one_clear_line(
     folder, state = read_backup(os.path.join(workdir, "backup"))
     assert (state["epoch"], state["step"], len(state["history"])) == (2, 0, 2)
     model = keras.saving.load_model(os.path.join(workdir, "model.keras"))
-    for weights in (os.path.join(workdir, "checkpoints", "best.weights.h5"),
-                    os.path.join(folder, "model.weights.h5")):
+    for weights in (
+        os.path.join(workdir, "checkpoints", "best.weights.h5"),
+        os.path.join(folder, "model.weights.h5"),
+    ):
         model.load_weights(weights)
         assert all(np.isfinite(array).all() for array in _weights(model)), weights
     assert _history(workdir) == _history(straight_dir)
@@ -189,7 +209,9 @@ def test_frozen_encoder_trains_from_the_feature_cache_and_resumes(
     model = train(config, workdir, verbose=0)
     assert builds == [1]  # The resumed run reused the cache.
     (cache_dir,) = os.listdir(os.path.join(workdir, "cache", "image_features"))
-    info = json.load(open(os.path.join(workdir, "cache", "image_features", cache_dir, "cache.json")))
+    info = json.load(
+        open(os.path.join(workdir, "cache", "image_features", cache_dir, "cache.json"))
+    )
     assert info["num_frames"] <= info["num_story_frames"]
     assert int(model.optimizer.iterations.numpy()) > 0
     with open(os.path.join(workdir, "history.csv")) as file:
@@ -234,9 +256,16 @@ def test_ablation_writes_a_comparison(smoke_config, trained, tmp_path):
     shutil.copytree(trained[0], tmp_path / "full")
     results = run_ablation(config, str(tmp_path))
     assert list(results) == [
-        "full", "no contrastive", "no bag-of-words", "captions only", "images only"]
-    saved = {name: json.load(open(tmp_path / name / "config.json"))["model"]
-             for name in ("no_contrastive", "no_bag_of_words", "captions_only", "images_only")}
+        "full",
+        "no contrastive",
+        "no bag-of-words",
+        "captions only",
+        "images only",
+    ]
+    saved = {
+        name: json.load(open(tmp_path / name / "config.json"))["model"]
+        for name in ("no_contrastive", "no_bag_of_words", "captions_only", "images_only")
+    }
     assert saved["no_contrastive"]["contrastive_loss_weight"] == 0.0
     assert saved["no_bag_of_words"]["bag_of_words_loss_weight"] == 0.0
     assert saved["captions_only"]["modalities"] == "captions"
@@ -256,8 +285,9 @@ def test_ablation_writes_a_comparison(smoke_config, trained, tmp_path):
     with pytest.raises(ValueError, match=r"\['no bag-of-words'\] would train the full config"):
         run_ablation(no_bag, str(tmp_path / "y"), variants=["full", "no bag-of-words"])
     with pytest.raises(ValueError, match="contrastive_loss_weight > 0"):
-        run_ablation(apply_overrides(config, ["model.contrastive_loss_weight=0"]),
-                     str(tmp_path / "x"))
+        run_ablation(
+            apply_overrides(config, ["model.contrastive_loss_weight=0"]), str(tmp_path / "x")
+        )
 
 
 def _reliance_runs(trained, modalities):

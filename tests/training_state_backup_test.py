@@ -17,8 +17,12 @@ from kstory.training.training_state_backup import read_backup
 
 def _small_model():
     model = keras.Sequential(
-        [keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dropout(0.5, seed=1),
-         keras.layers.Dense(1)]
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(4),
+            keras.layers.Dropout(0.5, seed=1),
+            keras.layers.Dense(1),
+        ]
     )
     model.compile(optimizer="adam", loss="mse")
     return model
@@ -26,8 +30,16 @@ def _small_model():
 
 def _fit(model, backup, epochs, initial_epoch=0):
     x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
-    model.fit(x, x[:, :1], batch_size=2, epochs=epochs, initial_epoch=initial_epoch,
-              callbacks=[backup], verbose=0, shuffle=False)
+    model.fit(
+        x,
+        x[:, :1],
+        batch_size=2,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        callbacks=[backup],
+        verbose=0,
+        shuffle=False,
+    )
 
 
 def test_backs_up_every_n_batches_and_restores_weights_and_position(tmp_path):
@@ -45,8 +57,9 @@ def test_backs_up_every_n_batches_and_restores_weights_and_position(tmp_path):
     assert (resumed.epoch, resumed.step, len(resumed.history)) == (2, 0, 2)
     resumed.restore(restored)
     for actual, expected in zip(restored.weights, model.weights):
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(actual),
-                                      keras.ops.convert_to_numpy(expected))
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(actual), keras.ops.convert_to_numpy(expected)
+        )
     assert int(keras.ops.convert_to_numpy(restored.optimizer.iterations)) == 8
 
 
@@ -59,8 +72,12 @@ def test_a_kill_between_the_two_renames_keeps_the_previous_backup(tmp_path):
     folder, state = read_backup(backup_dir)
     assert folder.endswith("previous") and state["epoch"] == 1
     # The next backup recovers the layout.
-    _fit(_small_model(), TrainingStateBackup(backup_dir, steps_per_epoch=4), epochs=2,
-         initial_epoch=1)
+    _fit(
+        _small_model(),
+        TrainingStateBackup(backup_dir, steps_per_epoch=4),
+        epochs=2,
+        initial_epoch=1,
+    )
     assert sorted(os.listdir(backup_dir)) == ["latest"]
     assert read_backup(backup_dir)[1]["epoch"] == 2
 
@@ -102,14 +119,26 @@ def _final_weights(workdir):
 @pytest.mark.single_backend
 def test_sigkill_mid_epoch_then_rerun_matches_an_uninterrupted_run(repo_root, tmp_path):
     command = [
-        sys.executable, "-m", "kstory.cli", "train", "--config", f"{repo_root}/configs/tiny.py",
-        "--smoke", "--set", "data.num_stories=14", "--set", "data.batch_size=2",
-        "--set", "train.epochs=2", "--set", "train.early_stopping_patience=0",
-        "--set", "train.backup_every_batches=1",
+        sys.executable,
+        "-m",
+        "kstory.cli",
+        "train",
+        "--config",
+        f"{repo_root}/configs/tiny.py",
+        "--smoke",
+        "--set",
+        "data.num_stories=14",
+        "--set",
+        "data.batch_size=2",
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "train.early_stopping_patience=0",
+        "--set",
+        "train.backup_every_batches=1",
     ]
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
-    subprocess.run(command + ["--workdir", straight], check=True, capture_output=True,
-                   timeout=600)
+    subprocess.run(command + ["--workdir", straight], check=True, capture_output=True, timeout=600)
 
     log = open(tmp_path / "killed.log", "w")
     process = subprocess.Popen(command + ["--workdir", killed], stdout=log, stderr=log)
@@ -130,8 +159,9 @@ def test_sigkill_mid_epoch_then_rerun_matches_an_uninterrupted_run(repo_root, tm
     assert state["epoch"] == 0 and state["step"] >= 2, state  # Killed mid-epoch.
     assert not os.path.exists(os.path.join(killed, "model.keras"))
 
-    resumed = subprocess.run(command + ["--workdir", killed], capture_output=True, text=True,
-                             timeout=600)
+    resumed = subprocess.run(
+        command + ["--workdir", killed], capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming" in resumed.stderr
     for actual, expected in zip(_final_weights(killed), _final_weights(straight)):

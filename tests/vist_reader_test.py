@@ -14,15 +14,19 @@ def _write_vist(tmp_path, stories, missing=(), corrupt=()):
     annotations = []
     for story_id, sentences in stories.items():
         for photo_id, order, text in sentences:
-            annotations.append([{
-                "story_id": story_id,
-                "photo_flickr_id": photo_id,
-                "worker_arranged_photo_order": order,
-                "text": text.lower(),
-                "original_text": text,
-                "album_id": "a1",
-                "tier": "story-in-sequence",
-            }])
+            annotations.append(
+                [
+                    {
+                        "story_id": story_id,
+                        "photo_flickr_id": photo_id,
+                        "worker_arranged_photo_order": order,
+                        "text": text.lower(),
+                        "original_text": text,
+                        "album_id": "a1",
+                        "tier": "story-in-sequence",
+                    }
+                ]
+            )
             if photo_id in missing:
                 continue
             path = image_dir / f"{photo_id}.jpg"

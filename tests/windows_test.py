@@ -35,7 +35,7 @@ def test_the_target_is_always_the_frame_after_the_context(frame_counts, num_cont
     targets = collections.defaultdict(list)
     for story_index, start in story_windows(stories, num_context_steps):
         story = stories[story_index]
-        context = story.texts[start:start + num_context_steps]
+        context = story.texts[start : start + num_context_steps]
         target = story.texts[start + num_context_steps]
         # The frames are consecutive, and the target is the next one of the same story.
         frames = [int(text.rsplit(" ", 1)[1]) for text in (*context, target)]

@@ -25,8 +25,26 @@ from kstory.training.cached_feature_trainer import CachedFeatureTrainer
 # about 575x240 (see ../shared/NOTES.md).
 STORY_REASONING_TRAIN_STORIES = 3552
 _STILL_SIZE = (240, 575)
-_WORDS = ("man", "woman", "car", "door", "street", "window", "looks", "walks", "turns",
-          "holds", "the", "a", "toward", "near", "quietly", "dark", "room", "light")
+_WORDS = (
+    "man",
+    "woman",
+    "car",
+    "door",
+    "street",
+    "window",
+    "looks",
+    "walks",
+    "turns",
+    "holds",
+    "the",
+    "a",
+    "toward",
+    "near",
+    "quietly",
+    "dark",
+    "room",
+    "light",
+)
 
 
 def synthetic_stories(num_stories, seed=0):
@@ -69,8 +87,7 @@ class _EpochTimer(keras.callbacks.Callback):
         self.seconds = []
 
 
-def run_epoch_bench(shape_name="cpu", num_stories=STORY_REASONING_TRAIN_STORIES, epochs=2,
-                    seed=0):
+def run_epoch_bench(shape_name="cpu", num_stories=STORY_REASONING_TRAIN_STORIES, epochs=2, seed=0):
     """Times training epochs naively (decode and encode every window's
     frames) and from the deduplicated feature cache, on synthetic stories.
 
@@ -113,8 +130,7 @@ def run_epoch_bench(shape_name="cpu", num_stories=STORY_REASONING_TRAIN_STORIES,
 
     def timed_fit(fit_model, dataset):
         timer = _EpochTimer()
-        fit_model.fit(dataset, epochs=epochs, steps_per_epoch=steps, callbacks=[timer],
-                      verbose=0)
+        fit_model.fit(dataset, epochs=epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0)
         return timer.seconds
 
     start = time.perf_counter()

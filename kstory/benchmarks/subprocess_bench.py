@@ -13,7 +13,10 @@ def bench_in_subprocess(arguments, env, label):
     """
     result = subprocess.run(
         [sys.executable, "-m", "kstory.cli", "bench", "--json", *arguments],
-        env=dict(os.environ, **env), capture_output=True, text=True, check=False,
+        env=dict(os.environ, **env),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         raise SystemExit(f"kstory bench {label} failed:\n{result.stderr[-3000:]}")

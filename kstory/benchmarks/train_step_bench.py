@@ -41,37 +41,79 @@ class BenchShape:
 # can run (the epoch benchmark's default).
 BENCH_SHAPES = {
     "paper": BenchShape(
-        data=DataConfig(image_size=224, target_image_size=64, sequence_length=32,
-                        decoder_sequence_length=32, batch_size=32),
+        data=DataConfig(
+            image_size=224,
+            target_image_size=64,
+            sequence_length=32,
+            decoder_sequence_length=32,
+            batch_size=32,
+        ),
         model=ModelConfig(
-            image_encoder="ResNet50", image_weights="none", text_encoder="tiny",
-            tiny_text_layers=6, tiny_text_hidden_dim=768, tiny_text_heads=12,
-            tiny_text_intermediate_dim=3072, num_frozen_text_layers=4, embedding_dim=256,
-            fusion_dim=256, temporal_units=512, decoder_filters=256,
-            text_decoder_embedding_dim=256, text_decoder_units=512,
+            image_encoder="ResNet50",
+            image_weights="none",
+            text_encoder="tiny",
+            tiny_text_layers=6,
+            tiny_text_hidden_dim=768,
+            tiny_text_heads=12,
+            tiny_text_intermediate_dim=3072,
+            num_frozen_text_layers=4,
+            embedding_dim=256,
+            fusion_dim=256,
+            temporal_units=512,
+            decoder_filters=256,
+            text_decoder_embedding_dim=256,
+            text_decoder_units=512,
             dtype_policy="mixed_bfloat16",
         ),
         vocabulary_size=30522,
     ),
     "cpu": BenchShape(
-        data=DataConfig(image_size=64, target_image_size=64, sequence_length=32,
-                        decoder_sequence_length=32, batch_size=16),
+        data=DataConfig(
+            image_size=64,
+            target_image_size=64,
+            sequence_length=32,
+            decoder_sequence_length=32,
+            batch_size=16,
+        ),
         model=ModelConfig(
-            image_encoder="ResNet50", image_weights="none", freeze_image_encoder=True,
-            text_encoder="tiny", tiny_text_layers=2, tiny_text_hidden_dim=64, tiny_text_heads=2,
-            embedding_dim=128, fusion_dim=128, temporal_units=128, decoder_filters=64,
-            text_decoder_embedding_dim=64, text_decoder_units=128,
+            image_encoder="ResNet50",
+            image_weights="none",
+            freeze_image_encoder=True,
+            text_encoder="tiny",
+            tiny_text_layers=2,
+            tiny_text_hidden_dim=64,
+            tiny_text_heads=2,
+            embedding_dim=128,
+            fusion_dim=128,
+            temporal_units=128,
+            decoder_filters=64,
+            text_decoder_embedding_dim=64,
+            text_decoder_units=128,
         ),
         vocabulary_size=1000,
     ),
     "tiny": BenchShape(
-        data=DataConfig(image_size=32, target_image_size=32, sequence_length=32,
-                        decoder_sequence_length=32, batch_size=16),
+        data=DataConfig(
+            image_size=32,
+            target_image_size=32,
+            sequence_length=32,
+            decoder_sequence_length=32,
+            batch_size=16,
+        ),
         model=ModelConfig(
-            image_encoder="MobileNetV3Small", image_weights="none", freeze_image_encoder=False,
-            text_encoder="tiny", tiny_text_layers=2, tiny_text_hidden_dim=64, tiny_text_heads=2,
-            embedding_dim=128, fusion_dim=128, temporal_units=128, decoder_filters=64,
-            text_decoder_embedding_dim=64, text_decoder_units=128,
+            image_encoder="MobileNetV3Small",
+            image_weights="none",
+            freeze_image_encoder=False,
+            text_encoder="tiny",
+            tiny_text_layers=2,
+            tiny_text_hidden_dim=64,
+            tiny_text_heads=2,
+            embedding_dim=128,
+            fusion_dim=128,
+            temporal_units=128,
+            decoder_filters=64,
+            text_decoder_embedding_dim=64,
+            text_decoder_units=128,
         ),
         vocabulary_size=1000,
     ),
@@ -84,21 +126,24 @@ def synthetic_batches(shape, num_samples, seed=0):
     steps, rng = data.num_context_steps, np.random.default_rng(seed)
     vocabulary = shape.vocabulary_size
     inputs = {
-        "images": rng.integers(0, 256, (num_samples, steps, data.image_size, data.image_size, 3),
-                               dtype=np.uint8),
-        "token_ids": rng.integers(1, vocabulary, (num_samples, steps, data.sequence_length),
-                                  dtype=np.int32),
+        "images": rng.integers(
+            0, 256, (num_samples, steps, data.image_size, data.image_size, 3), dtype=np.uint8
+        ),
+        "token_ids": rng.integers(
+            1, vocabulary, (num_samples, steps, data.sequence_length), dtype=np.int32
+        ),
         "padding_mask": np.ones((num_samples, steps, data.sequence_length), np.int32),
-        "decoder_token_ids": rng.integers(1, vocabulary,
-                                          (num_samples, data.decoder_sequence_length),
-                                          dtype=np.int32),
+        "decoder_token_ids": rng.integers(
+            1, vocabulary, (num_samples, data.decoder_sequence_length), dtype=np.int32
+        ),
     }
     targets = {
         "next_image": rng.random(
             (num_samples, data.target_image_size, data.target_image_size, 3), dtype=np.float32
         ),
-        "next_token_ids": rng.integers(1, vocabulary, (num_samples, data.decoder_sequence_length),
-                                       dtype=np.int32),
+        "next_token_ids": rng.integers(
+            1, vocabulary, (num_samples, data.decoder_sequence_length), dtype=np.int32
+        ),
     }
     return inputs, targets
 
@@ -152,9 +197,17 @@ def _peak_device_memory_mib():
     return None
 
 
-def run_train_step_bench(shape_name, steps=20, warmup_steps=3, batch_size=None,
-                         dtype_policy=None, jit_compile="auto", from_features=False,
-                         data_parallel=False, seed=0):
+def run_train_step_bench(
+    shape_name,
+    steps=20,
+    warmup_steps=3,
+    batch_size=None,
+    dtype_policy=None,
+    jit_compile="auto",
+    from_features=False,
+    data_parallel=False,
+    seed=0,
+):
     """Times kstory's train step on synthetic inputs of a named shape.
 
     The first `warmup_steps` steps (which trace and compile) are timed as
@@ -182,7 +235,9 @@ def run_train_step_bench(shape_name, steps=20, warmup_steps=3, batch_size=None,
         raise ValueError(f"--shape must be one of {sorted(BENCH_SHAPES)}; got {shape_name!r}.")
     shape = BENCH_SHAPES[shape_name]
     if batch_size:
-        shape = dataclasses.replace(shape, data=dataclasses.replace(shape.data, batch_size=batch_size))
+        shape = dataclasses.replace(
+            shape, data=dataclasses.replace(shape.data, batch_size=batch_size)
+        )
     if dtype_policy:
         shape = dataclasses.replace(
             shape, model=dataclasses.replace(shape.model, dtype_policy=dtype_policy)
@@ -210,8 +265,16 @@ def run_train_step_bench(shape_name, steps=20, warmup_steps=3, batch_size=None,
         inputs = _as_cached_features(inputs, model, seed)
     # `keras.Model.fit`, not keras-hub's `Task.fit`: the arrays need no
     # preprocessing, and the Task would route them through tf.data or grain.
-    fit = functools.partial(keras.Model.fit, fit_model, inputs, targets, batch_size=batch,
-                            epochs=1, shuffle=False, verbose=0)
+    fit = functools.partial(
+        keras.Model.fit,
+        fit_model,
+        inputs,
+        targets,
+        batch_size=batch,
+        epochs=1,
+        shuffle=False,
+        verbose=0,
+    )
     start = time.perf_counter()
     fit(steps_per_epoch=warmup_steps)
     warm = time.perf_counter()

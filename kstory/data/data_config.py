@@ -5,7 +5,6 @@ from typing import Optional
 
 from kstory.config_checks import check_field_types
 
-
 SOURCES = ("embedded", "story_reasoning", "vist")
 
 
@@ -84,16 +83,24 @@ class DataConfig:
         if self.source == "vist" and not self.image_dir:
             raise ValueError("data.image_dir is required when data.source='vist'.")
         for name in (
-            "num_stories", "min_frames", "generated_image_size", "max_objects",
-            "num_context_steps", "image_size", "target_image_size", "vocabulary_size",
-            "sequence_length", "decoder_sequence_length", "batch_size", "shuffle_buffer",
+            "num_stories",
+            "min_frames",
+            "generated_image_size",
+            "max_objects",
+            "num_context_steps",
+            "image_size",
+            "target_image_size",
+            "vocabulary_size",
+            "sequence_length",
+            "decoder_sequence_length",
+            "batch_size",
+            "shuffle_buffer",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"data.{name} must be positive; got {getattr(self, name)}.")
         if self.max_frames < self.min_frames:
             raise ValueError(
-                f"data.max_frames ({self.max_frames}) is below data.min_frames "
-                f"({self.min_frames})."
+                f"data.max_frames ({self.max_frames}) is below data.min_frames ({self.min_frames})."
             )
         for name in ("validation_fraction", "embedded_test_fraction"):
             if not 0 <= getattr(self, name) < 1:

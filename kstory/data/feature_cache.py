@@ -213,7 +213,10 @@ def build_feature_cache(stories, backbone, cache_dir, batch_size=64):
             shutil.rmtree(stale)
     logger.info(
         "Feature cache %s: %d unique frames of %d story frames, built in %.1f s.",
-        path, info["num_frames"], num_slots, info["build_seconds"],
+        path,
+        info["num_frames"],
+        num_slots,
+        info["build_seconds"],
     )
     return FeatureCache(path)
 

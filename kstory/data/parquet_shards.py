@@ -99,13 +99,17 @@ def iter_rows(shards, batch_size=32):
         row_index = 0
         for batch in parquet_file.iter_batches(batch_size=batch_size):
             text_columns = [
-                name for name, field in zip(batch.schema.names, batch.schema)
+                name
+                for name, field in zip(batch.schema.names, batch.schema)
                 if pa.types.is_string(field.type) or pa.types.is_large_string(field.type)
             ]
             for name in text_columns:
                 index = batch.schema.get_field_index(name)
-                binary = pa.large_binary() if pa.types.is_large_string(
-                    batch.schema.field(index).type) else pa.binary()
+                binary = (
+                    pa.large_binary()
+                    if pa.types.is_large_string(batch.schema.field(index).type)
+                    else pa.binary()
+                )
                 batch = batch.set_column(index, name, batch.column(index).cast(binary))
             for row in batch.to_pylist():
                 for name in text_columns:

@@ -143,9 +143,10 @@ def make_dataset(
             per target would find no loss for it.
 
     Example:
-    >>> dataset = make_dataset(stories, preprocessor, batch_size=2)
-    ... # doctest: +SKIP
-    >>> inputs, targets = next(iter(dataset))  # doctest: +SKIP
+    ```python
+    dataset = make_dataset(stories, preprocessor, batch_size=2)
+    inputs, targets = next(iter(dataset))
+    ```
     """
     windows = story_windows(stories, num_context_steps, window_mode)
     if len(windows) == 0:
@@ -195,8 +196,10 @@ def make_dataset(
     dataset = tf.data.Dataset.from_tensor_slices(frame_indices.astype(np.int64))
     if epochs is not None:
         if cache or not shuffle:
-            raise ValueError("make_dataset(epochs=...) is the shuffled training stream; "
-                             "it takes shuffle=True and cache=False.")
+            raise ValueError(
+                "make_dataset(epochs=...) is the shuffled training stream; "
+                "it takes shuffle=True and cache=False."
+            )
         steps = len(frame_indices) // batch_size
         if steps == 0:
             raise ValueError(
@@ -308,8 +311,7 @@ def shuffle_context(dataset, modality, num_windows, batch_size):
         inputs, targets = own
         donor_inputs = donor[0]
         inputs = {
-            name: donor_inputs[name] if name in keys else value
-            for name, value in inputs.items()
+            name: donor_inputs[name] if name in keys else value for name, value in inputs.items()
         }
         return inputs, targets
 
@@ -346,8 +348,12 @@ class FrameBatches:
     def __iter__(self):
         if self.batches is None:
             self.batches = [
-                np.stack([load_frame(image, self.image_size)
-                          for image in self.images[start : start + self.batch_size]])
+                np.stack(
+                    [
+                        load_frame(image, self.image_size)
+                        for image in self.images[start : start + self.batch_size]
+                    ]
+                )
                 for start in range(0, len(self.images), self.batch_size)
             ]
         return iter(self.batches)

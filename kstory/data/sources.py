@@ -15,8 +15,13 @@ from kstory.data.vist_reader import read_vist
 logger = logging.getLogger("kstory.data")
 
 _GENERATOR_FIELDS = (
-    "num_stories", "min_frames", "max_frames", "generated_image_size",
-    "max_objects", "generator_seed", "embedded_test_fraction",
+    "num_stories",
+    "min_frames",
+    "max_frames",
+    "generated_image_size",
+    "max_objects",
+    "generator_seed",
+    "embedded_test_fraction",
 )
 _STAMP = "kstory_generator.json"
 
@@ -114,4 +119,8 @@ def load_splits(config, data_dir):
         {"train": 1 - config.validation_fraction, "validation": config.validation_fraction},
         seed=config.split_seed,
     )
-    return {"train": parts["train"], "validation": parts["validation"], "test": read["test"]}, skip_logs
+    return {
+        "train": parts["train"],
+        "validation": parts["validation"],
+        "test": read["test"],
+    }, skip_logs

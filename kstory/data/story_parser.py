@@ -14,7 +14,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def clean_text(text):
-    """Turns control characters into spaces and normalises whitespace.
+    r"""Turns control characters into spaces and normalises whitespace.
 
     Example:
     >>> clean_text("A\x00 ball\n  rolls.\x1b")

@@ -26,14 +26,16 @@ class StoryReasoning(tfds.core.GeneratorBasedBuilder):
     `read_story_reasoning`.
 
     Example:
-    >>> import kstory.data.story_reasoning_builder  # registers the builder
-    >>> dataset = tfds.load(
-    ...     "story_reasoning",
-    ...     split="train",
-    ...     download_and_prepare_kwargs={
-    ...         "download_config": tfds.download.DownloadConfig(
-    ...             manual_dir="path/to/StoryReasoning")},
-    ... )  # doctest: +SKIP
+    ```python
+    import kstory.data.story_reasoning_builder  # registers the builder
+    dataset = tfds.load(
+        "story_reasoning",
+        split="train",
+        download_and_prepare_kwargs={
+            "download_config": tfds.download.DownloadConfig(
+                manual_dir="path/to/StoryReasoning")},
+    )
+    ```
 
     References:
         - [Oliveira and Matos, 2025](https://arxiv.org/abs/2505.10292)
@@ -56,9 +58,7 @@ class StoryReasoning(tfds.core.GeneratorBasedBuilder):
             features=tfds.features.FeaturesDict(
                 {
                     "story_id": tfds.features.Text(),
-                    "images": tfds.features.Sequence(
-                        tfds.features.Image(shape=(None, None, 3))
-                    ),
+                    "images": tfds.features.Sequence(tfds.features.Image(shape=(None, None, 3))),
                     "texts": tfds.features.Sequence(tfds.features.Text()),
                     "entities": tfds.features.Sequence(tfds.features.Text()),
                 }
@@ -75,9 +75,12 @@ class StoryReasoning(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, manual_dir, split):
         stories, skips = read_story_reasoning(str(manual_dir), split=split)
         for story in stories:
-            yield story.story_id, {
-                "story_id": story.story_id,
-                "images": [_rgb_image(image) for image in story.images],
-                "texts": list(story.texts),
-                "entities": [" ".join(ids) for ids in story.entities],
-            }
+            yield (
+                story.story_id,
+                {
+                    "story_id": story.story_id,
+                    "images": [_rgb_image(image) for image in story.images],
+                    "texts": list(story.texts),
+                    "entities": [" ".join(ids) for ids in story.entities],
+                },
+            )

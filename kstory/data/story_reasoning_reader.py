@@ -86,8 +86,9 @@ def read_story_reasoning(path, split="train", min_frames=5, validate_images=True
         A tuple `(stories, skips)`: a list of `Story` and a `SkipLog`.
 
     Example:
-    >>> stories, skips = read_story_reasoning("StoryReasoning/", split="test")
-    ... # doctest: +SKIP
+    ```python
+    stories, skips = read_story_reasoning("StoryReasoning/", split="test")
+    ```
     """
     skips = SkipLog(f"StoryReasoning[{split}]")
     path = os.path.expanduser(os.fspath(path))

@@ -26,11 +26,13 @@ class StoryTextPreprocessor(keras_hub.models.Preprocessor):
         decoder_sequence_length: int. Length of the decoder input and target.
 
     Example:
-    >>> preprocessor = StoryTextPreprocessor(tokenizer, 16, 16)  # doctest: +SKIP
-    >>> preprocessor(
-    ...     [["frame one", "two", "three", "four"]], ["frame five"])  # doctest: +SKIP
-    {'token_ids': <(1, 4, 16)>, 'padding_mask': <(1, 4, 16)>,
-     'decoder_token_ids': <(1, 16)>, 'next_token_ids': <(1, 16)>}
+    ```python
+    preprocessor = StoryTextPreprocessor(tokenizer, 16, 16)
+    preprocessor(
+        [["frame one", "two", "three", "four"]], ["frame five"])
+    # {'token_ids': <(1, 4, 16)>, 'padding_mask': <(1, 4, 16)>,
+    # 'decoder_token_ids': <(1, 16)>, 'next_token_ids': <(1, 16)>}
+    ```
     """
 
     def __init__(self, tokenizer, sequence_length=32, decoder_sequence_length=32, **kwargs):

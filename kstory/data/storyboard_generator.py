@@ -166,15 +166,23 @@ class StoryboardGenerator:
             background = backgrounds[frame]
             next_background = backgrounds[frame + 1] if frame + 1 < num_frames else background
             images.append(
-                {"bytes": self._draw(background, states, lamps_lit[frame]),
-                 "path": f"{story_id}/{frame + 1}.png"}
+                {
+                    "bytes": self._draw(background, states, lamps_lit[frame]),
+                    "path": f"{story_id}/{frame + 1}.png",
+                }
             )
-            blocks.append(self._frame_story(
-                frame, background, background_ids[background], states,
-                next_background if next_background != background else None,
-            ))
-            thoughts.append(self._frame_thought(frame, background, background_ids[background],
-                                                states))
+            blocks.append(
+                self._frame_story(
+                    frame,
+                    background,
+                    background_ids[background],
+                    states,
+                    next_background if next_background != background else None,
+                )
+            )
+            thoughts.append(
+                self._frame_thought(frame, background, background_ids[background], states)
+            )
         return {
             "story_id": story_id,
             "images": images,
@@ -230,7 +238,9 @@ class StoryboardGenerator:
             state["x"], state["vx"], wall_x = _reflect(state["x"], state["vx"], radius, 1 - radius)
             state["y"], state["vy"], wall_y = _reflect(state["y"], state["vy"], radius, 1 - radius)
             walls = {"low": "the left wall", "high": "the right wall"}.get(wall_x) or {
-                "low": "the top", "high": "the bottom"}.get(wall_y)
+                "low": "the top",
+                "high": "the bottom",
+            }.get(wall_y)
             state["event"] = walls
         elif behaviour == "bounces":
             state["vy"] = state["vy"] + _GRAVITY

@@ -95,7 +95,8 @@ def summarize_data(config, data_dir):
 def format_summary(summary):
     """Renders `summarize_data`'s dict as a short report."""
     lines = [f"source: {summary['source']}", ""]
-    lines.append(f"{'split':<11}{'stories':>8}{'frames':>8}{'windows':>9}  next differs from last (image / caption)")
+    header = f"{'split':<11}{'stories':>8}{'frames':>8}{'windows':>9}"
+    lines.append(f"{header}  next differs from last (image / caption)")
     for name, split in summary["splits"].items():
         lines.append(
             f"{name:<11}{split['stories']:>8}{split['frames']:>8}{split['windows']:>9}  "

@@ -56,9 +56,7 @@ def read_vist(annotations_path, image_dir, text_field="text", validate_images=Tr
         A tuple `(stories, skips)`: a list of `Story` and a `SkipLog`.
     """
     if text_field not in ("text", "original_text"):
-        raise ValueError(
-            f"text_field must be 'text' or 'original_text'; got {text_field!r}."
-        )
+        raise ValueError(f"text_field must be 'text' or 'original_text'; got {text_field!r}.")
     # Bytes that are not UTF-8 survive as lone surrogates, to skip their story.
     with open(annotations_path, encoding="utf-8", errors="surrogateescape") as file:
         try:
@@ -67,8 +65,7 @@ def read_vist(annotations_path, image_dir, text_field="text", validate_images=Tr
             raise ValueError(f"{annotations_path} is not valid JSON: {error}") from None
     if "annotations" not in document:
         raise ValueError(
-            f"{annotations_path} has no 'annotations' key; is it a VIST "
-            "story-in-sequence file?"
+            f"{annotations_path} has no 'annotations' key; is it a VIST story-in-sequence file?"
         )
     skips = SkipLog(f"VIST[{os.path.basename(annotations_path)}]")
     sentences = collections.defaultdict(list)

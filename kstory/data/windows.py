@@ -24,8 +24,10 @@ def story_windows(stories, num_context_steps=4, mode="all"):
         frame `first + num_context_steps`.
 
     Example:
-    >>> story_windows([story_with_6_frames])  # doctest: +SKIP
-    array([[0, 0], [0, 1]])
+    >>> from kstory.data.story import Story
+    >>> story = Story("s1", (b"",) * 6, tuple(f"caption {i}" for i in range(6)))
+    >>> story_windows([story]).tolist()
+    [[0, 0], [0, 1]]
     """
     if mode not in WINDOW_MODES:
         raise ValueError(f"mode must be one of {WINDOW_MODES}; got {mode!r}.")

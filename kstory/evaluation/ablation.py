@@ -10,8 +10,10 @@ _TEXT = ("BLEU-4", "METEOR", "CIDEr")
 _IMAGE = ("MSE", "SSIM")
 _RETRIEVAL = ("image_to_text_R@1", "image_to_text_R@5", "text_to_image_R@1", "text_to_image_R@5")
 # Input reliance: how much worse an output gets with a modality shuffled.
-_RELIANCE = (("caption", "images", "caption drop, images shuffled"),
-             ("next image", "captions", "image drop, captions shuffled"))
+_RELIANCE = (
+    ("caption", "images", "caption drop, images shuffled"),
+    ("next image", "captions", "image drop, captions shuffled"),
+)
 
 # Each variant: its run folder, and the model settings it changes. A model
 # that sees one modality has no contrastive term (nothing to align), and a
@@ -20,8 +22,10 @@ ABLATIONS = {
     "full": ("full", {}),
     "no contrastive": ("no_contrastive", {"contrastive_loss_weight": 0.0}),
     "no bag-of-words": ("no_bag_of_words", {"bag_of_words_loss_weight": 0.0}),
-    "captions only": ("captions_only", {"modalities": "captions", "contrastive_loss_weight": 0.0,
-                                        "image_decoder_residual": False}),
+    "captions only": (
+        "captions_only",
+        {"modalities": "captions", "contrastive_loss_weight": 0.0, "image_decoder_residual": False},
+    ),
     "images only": ("images_only", {"modalities": "images", "contrastive_loss_weight": 0.0}),
 }
 
@@ -52,20 +56,22 @@ def run_ablation(config, workdir, split="test", variants=None):
             "> 0 and model.modalities='both' in the config."
         )
     if variants is None:
-        variants = [name for name in ABLATIONS if name == "full" or _changes_something(config, name)]
+        variants = [
+            name for name in ABLATIONS if name == "full" or _changes_something(config, name)
+        ]
     unknown = set(variants) - set(ABLATIONS)
     if unknown:
         raise ValueError(f"Unknown ablation variants {sorted(unknown)}; known: {list(ABLATIONS)}.")
     same = [name for name in variants if name != "full" and not _changes_something(config, name)]
     if same:
-        raise ValueError(f"Ablation variants {same} would train the full config again: it already "
-                         f"has {ABLATIONS[same[0]][1]}.")
+        raise ValueError(
+            f"Ablation variants {same} would train the full config again: it already "
+            f"has {ABLATIONS[same[0]][1]}."
+        )
     results = {}
     for name in variants:
         folder, changes = ABLATIONS[name]
-        run_config = dataclasses.replace(
-            config, model=dataclasses.replace(config.model, **changes)
-        )
+        run_config = dataclasses.replace(config, model=dataclasses.replace(config.model, **changes))
         run_dir = os.path.join(workdir, folder)
         train(run_config, run_dir, verbose=2)
         results[name] = evaluate(run_dir, split)
@@ -79,8 +85,11 @@ def format_ablation(results):
     header = "| run | " + " | ".join(columns) + " |\n" + "|---" * (len(columns) + 1) + "|\n"
 
     def row(name, text, image, retrieval, reliance=None):
-        cells = [text.get(c) for c in _TEXT] + [image.get(c) for c in _IMAGE] + [
-            retrieval.get(c) for c in _RETRIEVAL]
+        cells = (
+            [text.get(c) for c in _TEXT]
+            + [image.get(c) for c in _IMAGE]
+            + [retrieval.get(c) for c in _RETRIEVAL]
+        )
         cells = ["–" if v is None else f"{v:.4f}" for v in cells]
         cells += ["–" if reliance is None else f"{reliance[key]:+.1%}" for key in _RELIANCE]
         return f"| {name} | " + " | ".join(cells) + " |\n"
@@ -91,20 +100,32 @@ def format_ablation(results):
         described = ", ".join(f"{key}={value}" for key, value in changes.items())
         label = f"{name} ({described})" if described else name
         retrieval = {} if "modalities" in changes else metrics["retrieval"]["model"]
-        reliance = {(v["output"], v["shuffled"]): v["relative_drop"]
-                    for v in metrics["input_reliance"]["verdicts"]}
+        reliance = {
+            (v["output"], v["shuffled"]): v["relative_drop"]
+            for v in metrics["input_reliance"]["verdicts"]
+        }
         reliance = {key: reliance[key[:2]] for key in _RELIANCE}
-        table += row(label, metrics["text"]["model"], metrics["image"]["model"], retrieval,
-                     reliance)
-    table += row("floor: copy last caption / frame", first["text"]["copy last caption"],
-                 first["image"]["copy last frame"], {})
-    table += row("floor: nearest training context / mean image",
-                 first["text"]["nearest training context"], first["image"]["mean training image"],
-                 {})
+        table += row(
+            label, metrics["text"]["model"], metrics["image"]["model"], retrieval, reliance
+        )
+    table += row(
+        "floor: copy last caption / frame",
+        first["text"]["copy last caption"],
+        first["image"]["copy last frame"],
+        {},
+    )
+    table += row(
+        "floor: nearest training context / mean image",
+        first["text"]["nearest training context"],
+        first["image"]["mean training image"],
+        {},
+    )
     table += row("floor: chance retrieval", {}, {}, first["retrieval"]["chance"])
-    return (f"{first['split']} split, {first['windows']} windows; retrieval over "
-            f"{first['retrieval']['frames']} held-out context frames (a hit is any frame with "
-            "the query's caption). A one-modality run has no contrastive term, so no "
-            "retrieval. The last two columns are the input reliance of `kstory evaluate`: how "
-            "much worse the caption's BLEU-4 or METEOR gets with the context images shuffled "
-            "across windows, and the next image's MSE with the captions shuffled.\n\n" + table)
+    return (
+        f"{first['split']} split, {first['windows']} windows; retrieval over "
+        f"{first['retrieval']['frames']} held-out context frames (a hit is any frame with "
+        "the query's caption). A one-modality run has no contrastive term, so no "
+        "retrieval. The last two columns are the input reliance of `kstory evaluate`: how "
+        "much worse the caption's BLEU-4 or METEOR gets with the context images shuffled "
+        "across windows, and the next image's MSE with the captions shuffled.\n\n" + table
+    )

@@ -81,14 +81,24 @@ def run_model(model, stories, data_config, sampler="greedy", shuffle=None):
         shuffle: None, or `"images"` / `"captions"`: give each window another
             window's context images or captions (`shuffle_context`).
     """
-    collected = {name: [] for name in ("next_image", "image_embeddings", "text_embeddings",
-                                       "story_state", "last_image", "target_image")}
+    collected = {
+        name: []
+        for name in (
+            "next_image",
+            "image_embeddings",
+            "text_embeddings",
+            "story_state",
+            "last_image",
+            "target_image",
+        )
+    }
     captions = []
     options = pipeline_options(data_config)
     dataset = make_dataset(stories, model.preprocessor, **options)
     if shuffle is not None:
-        num_windows = len(story_windows(stories, data_config.num_context_steps,
-                                        data_config.window_mode))
+        num_windows = len(
+            story_windows(stories, data_config.num_context_steps, data_config.window_mode)
+        )
         dataset = shuffle_context(dataset, shuffle, num_windows, options["batch_size"])
     predict_next = _predict_next_function(model, sampler)
     for inputs, targets in dataset:
@@ -190,10 +200,13 @@ def evaluate(workdir, split="test", sampler="greedy"):
     text = {
         "model": caption_scores(references, results["captions"]),
         "copy last caption": caption_scores(
-            references, floors.copy_last_captions(stories, windows, steps)),
+            references, floors.copy_last_captions(stories, windows, steps)
+        ),
         "nearest training context": caption_scores(
             references,
-            floors.nearest_neighbour_captions(train_stories, train_windows, stories, windows, steps),
+            floors.nearest_neighbour_captions(
+                train_stories, train_windows, stories, windows, steps
+            ),
         ),
     }
     target = results["target_image"]
@@ -242,15 +255,21 @@ def evaluate(workdir, split="test", sampler="greedy"):
 def _table(rows, columns):
     lines = ["| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, values in rows.items():
-        lines.append(f"| {name} | " + " | ".join(
-            f"{values[c]:.4f}" if c in values else "–" for c in columns) + " |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{values[c]:.4f}" if c in values else "–" for c in columns)
+            + " |"
+        )
     return "\n".join(lines)
 
 
 def format_metrics(metrics):
     """Renders metrics as Markdown tables, model first, then its floors."""
-    text_columns = [c for c in ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
-                    if c in metrics["text"]["model"]]
+    text_columns = [
+        c
+        for c in ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+        if c in metrics["text"]["model"]
+    ]
     retrieval = metrics["retrieval"]
     parts = [
         f"## {metrics['split']} split: {metrics['windows']} windows "
@@ -268,8 +287,9 @@ def format_metrics(metrics):
         f"frames' image embeddings: {retrieval['image_embedding_mean_cosine']:.3f} "
         "(1.000 would mean they have collapsed).",
         "",
-        _table({"model": retrieval["model"], "chance": retrieval["chance"]},
-               list(retrieval["model"])),
+        _table(
+            {"model": retrieval["model"], "chance": retrieval["chance"]}, list(retrieval["model"])
+        ),
         "",
         "### Input reliance",
         "Each window's context images, then its context captions, are replaced by another "
@@ -279,8 +299,10 @@ def format_metrics(metrics):
         "",
         "### Examples",
     ]
-    parts += [f"- reference: {e['reference']}\n  prediction: {e['prediction']}"
-              for e in metrics["examples"]]
+    parts += [
+        f"- reference: {e['reference']}\n  prediction: {e['prediction']}"
+        for e in metrics["examples"]
+    ]
     return "\n".join(parts) + "\n"
 
 

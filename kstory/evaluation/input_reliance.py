@@ -81,18 +81,25 @@ def input_reliance(runs):
     verdicts = []
     for modality in ("images", "captions"):
         shuffled = runs[f"{modality} shuffled"]
-        verdicts.append(_verdict("caption", modality, as_is["text"], shuffled["text"],
-                                 _CAPTION_SCORES))
-        verdicts.append(_verdict("next image", modality, as_is["image"], shuffled["image"],
-                                 _IMAGE_SCORES))
+        verdicts.append(
+            _verdict("caption", modality, as_is["text"], shuffled["text"], _CAPTION_SCORES)
+        )
+        verdicts.append(
+            _verdict("next image", modality, as_is["image"], shuffled["image"], _IMAGE_SCORES)
+        )
     section["verdicts"] = verdicts
     return section
 
 
 def format_input_reliance(section):
     """Markdown: a table of the three runs, then one verdict per line."""
-    columns = [("BLEU-4", "text"), ("METEOR", "text"), ("CIDEr", "text"), ("MSE", "image"),
-               ("SSIM", "image")]
+    columns = [
+        ("BLEU-4", "text"),
+        ("METEOR", "text"),
+        ("CIDEr", "text"),
+        ("MSE", "image"),
+        ("SSIM", "image"),
+    ]
     columns = [(name, part) for name, part in columns if name in section["as is"][part]]
     lines = [
         "| run | " + " | ".join(name for name, _ in columns) + " | story state change |",
@@ -100,8 +107,9 @@ def format_input_reliance(section):
     ]
     for run in ("as is", "images shuffled", "captions shuffled"):
         cells = [f"{section[run][part][name]:.4f}" for name, part in columns]
-        lines.append(f"| {run} | " + " | ".join(cells)
-                     + f" | {section[run]['story_state_change']:.3f} |")
+        lines.append(
+            f"| {run} | " + " | ".join(cells) + f" | {section[run]['story_state_change']:.3f} |"
+        )
     lines.append("")
     lines += [f"- {verdict['verdict']}" for verdict in section["verdicts"]]
     return "\n".join(lines)

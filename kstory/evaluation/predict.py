@@ -25,7 +25,9 @@ def story_from_folder(path):
     and captions the next step is predicted; with five or more the fifth is
     also shown as the truth.
     """
-    images = sorted(f for pattern in _IMAGE_PATTERNS for f in glob.glob(os.path.join(path, pattern)))
+    images = sorted(
+        f for pattern in _IMAGE_PATTERNS for f in glob.glob(os.path.join(path, pattern))
+    )
     captions_path = os.path.join(path, "captions.txt")
     if not os.path.exists(captions_path):
         raise ValueError(f"{path} has no captions.txt (one caption per frame image).")
@@ -45,7 +47,9 @@ def find_story(config, workdir, story):
         for candidate in splits[split]:
             if candidate.story_id == story:
                 return candidate
-    raise ValueError(f"No story {story!r} in the test, validation or train split, and no such folder.")
+    raise ValueError(
+        f"No story {story!r} in the test, validation or train split, and no such folder."
+    )
 
 
 def predict(workdir, story, start=0, sampler="greedy", output_dir=None, model=None):
@@ -78,7 +82,7 @@ def predict(workdir, story, start=0, sampler="greedy", output_dir=None, model=No
         )
     model = model or load_workdir_model(workdir)
     context_images = [load_frame(story.images[start + i], data.image_size) for i in range(steps)]
-    context_captions = list(story.texts[start:start + steps])
+    context_captions = list(story.texts[start : start + steps])
     text = model.preprocessor([context_captions])
     inputs = {
         "images": np.stack(context_images)[None],
@@ -94,12 +98,18 @@ def predict(workdir, story, start=0, sampler="greedy", output_dir=None, model=No
     output_dir = output_dir or os.path.join(workdir, "predictions")
     os.makedirs(output_dir, exist_ok=True)
     image_path = os.path.join(output_dir, f"{story.story_id}_next.png")
-    Image.fromarray((np.clip(predicted_image, 0, 1) * 255).round().astype(np.uint8)).save(image_path)
+    Image.fromarray((np.clip(predicted_image, 0, 1) * 255).round().astype(np.uint8)).save(
+        image_path
+    )
     storyboard_path = os.path.join(output_dir, f"{story.story_id}_storyboard.png")
     draw_storyboard(
-        context_images, context_captions, predicted_image, caption,
+        context_images,
+        context_captions,
+        predicted_image,
+        caption,
         load_frame(story.images[start + steps], data.target_image_size) if has_truth else None,
         story.texts[start + steps] if has_truth else None,
-        path=storyboard_path, title=f"story {story.story_id}, frames {start + 1}-{start + steps}",
+        path=storyboard_path,
+        title=f"story {story.story_id}, frames {start + 1}-{start + steps}",
     )
     return {"caption": caption, "image_path": image_path, "storyboard_path": storyboard_path}

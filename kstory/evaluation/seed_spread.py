@@ -29,8 +29,10 @@ def _reliance(metrics, output, modality):
 
 def headline_scores(metrics):
     """The headline scores of one run's metrics, as a flat dict."""
-    scores = {f"{row} {name}" if row != "model" else name: metrics[section][row][name]
-              for section, row, name in HEADLINES}
+    scores = {
+        f"{row} {name}" if row != "model" else name: metrics[section][row][name]
+        for section, row, name in HEADLINES
+    }
     scores["caption drop, images shuffled"] = _reliance(metrics, "caption", "images")
     scores["image drop, captions shuffled"] = _reliance(metrics, "next image", "captions")
     return scores
@@ -73,7 +75,8 @@ def format_seed_spread(results):
         values = np.array([per_seed[seed][name] for seed in seeds])
         lines.append(
             f"| {name} | {values.mean():.4f} ± {values.std(ddof=1):.4f} | "
-            + " | ".join(f"{value:.4f}" for value in values) + " |"
+            + " | ".join(f"{value:.4f}" for value in values)
+            + " |"
         )
     text, image = first["text"], first["image"]
     lines += [

@@ -25,8 +25,16 @@ def _to_pil(image):
     return Image.fromarray(array).resize((_PANEL, _PANEL), Image.Resampling.NEAREST)
 
 
-def draw_storyboard(context_images, context_captions, predicted_image, predicted_caption,
-                    true_image=None, true_caption=None, path=None, title=None):
+def draw_storyboard(
+    context_images,
+    context_captions,
+    predicted_image,
+    predicted_caption,
+    true_image=None,
+    true_caption=None,
+    path=None,
+    title=None,
+):
     """Draws context frames with captions, then prediction and (optionally) truth.
 
     Args:
@@ -42,8 +50,10 @@ def draw_storyboard(context_images, context_captions, predicted_image, predicted
     Returns:
         A `PIL.Image`.
     """
-    panels = [(image, caption, f"frame {i + 1}")
-              for i, (image, caption) in enumerate(zip(context_images, context_captions))]
+    panels = [
+        (image, caption, f"frame {i + 1}")
+        for i, (image, caption) in enumerate(zip(context_images, context_captions))
+    ]
     panels.append((predicted_image, predicted_caption, "predicted next"))
     if true_image is not None:
         panels.append((true_image, true_caption or "", "true next"))
@@ -60,7 +70,9 @@ def draw_storyboard(context_images, context_captions, predicted_image, predicted
         draw.text((x, header + 4), label, fill=colour, font=font)
         board.paste(_to_pil(image), (x, header + 22))
         if label != "frame 1" and index == len(context_images):
-            draw.rectangle((x - 2, header + 20, x + _PANEL + 1, header + _PANEL + 23), outline=colour, width=2)
+            draw.rectangle(
+                (x - 2, header + 20, x + _PANEL + 1, header + _PANEL + 23), outline=colour, width=2
+            )
         lines = textwrap.wrap(caption, width=26)[:11]
         draw.multiline_text((x, header + _PANEL + 28), "\n".join(lines), fill="black", font=font)
     if path:

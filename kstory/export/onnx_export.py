@@ -55,8 +55,10 @@ def example_inputs(model, batch_size=2):
     caption = np.ones((batch_size, model.preprocessor.decoder_sequence_length), "int32")
     return {
         "embed_images": {"images": context["images"][:, 0]},
-        "embed_texts": {"token_ids": context["token_ids"][:, 0],
-                        "padding_mask": context["padding_mask"][:, 0]},
+        "embed_texts": {
+            "token_ids": context["token_ids"][:, 0],
+            "padding_mask": context["padding_mask"][:, 0],
+        },
         "next_image": {**context, "caption_token_ids": caption},
     }
 
@@ -92,8 +94,10 @@ def _write_onnx(model, directory):
         program.save(os.path.join(directory, f"{name}.onnx"))
         manifest["graphs"][name] = {
             "file": f"{name}.onnx",
-            "inputs": {key: [list(examples[name][key].shape[1:]), str(examples[name][key].dtype)]
-                       for key in input_names},
+            "inputs": {
+                key: [list(examples[name][key].shape[1:]), str(examples[name][key].dtype)]
+                for key in input_names
+            },
             "outputs": list(output_names),
         }
     return manifest
@@ -173,7 +177,9 @@ def run_onnx(directory, graph, inputs):
     session = onnxruntime.InferenceSession(
         os.path.join(directory, f"{graph}.onnx"), providers=["CPUExecutionProvider"]
     )
-    outputs = session.run(list(output_names), {name: np.asarray(inputs[name]) for name in input_names})
+    outputs = session.run(
+        list(output_names), {name: np.asarray(inputs[name]) for name in input_names}
+    )
     return dict(zip(output_names, outputs))
 
 

@@ -137,9 +137,11 @@ def export_saved_model(model, path, verbose=False):
         str, `path`.
 
     Example:
-    >>> export_saved_model(model, "runs/tiny/export/tf_saved_model")  # doctest: +SKIP
-    >>> served = tf.saved_model.load("runs/tiny/export/tf_saved_model")  # doctest: +SKIP
-    >>> served.serve(inputs)["next_token_ids"]  # doctest: +SKIP
+    ```python
+    export_saved_model(model, "runs/tiny/export/tf_saved_model")
+    served = tf.saved_model.load("runs/tiny/export/tf_saved_model")
+    served.serve(inputs)["next_token_ids"]
+    ```
     """
     if keras.config.backend() == "torch":
         with tempfile.TemporaryDirectory() as scratch:

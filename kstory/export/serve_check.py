@@ -35,16 +35,21 @@ def held_out_windows(workdir, split="test", num_windows=8):
     windows = story_windows(stories, steps, config.data.window_mode)[:num_windows]
     if len(windows) == 0:
         raise ValueError(f"The {split} split of {workdir} has no {steps + 1}-frame window.")
-    frames = [list(stories[s].images[f:f + steps]) for s, f in windows]
-    captions = [list(stories[s].texts[f:f + steps]) for s, f in windows]
+    frames = [list(stories[s].images[f : f + steps]) for s, f in windows]
+    captions = [list(stories[s].texts[f : f + steps]) for s, f in windows]
     return frames, captions
 
 
 def _difference(name, served, expected, atol):
     served, expected = np.asarray(served), np.asarray(expected)
     if served.shape != expected.shape:
-        return {"output": name, "max_abs_diff": None, "tolerance": atol, "ok": False,
-                "note": f"shape {served.shape} != {expected.shape}"}
+        return {
+            "output": name,
+            "max_abs_diff": None,
+            "tolerance": atol,
+            "ok": False,
+            "note": f"shape {served.shape} != {expected.shape}",
+        }
     diff = float(np.max(np.abs(served.astype("float64") - expected.astype("float64"))))
     # float32 rounding grows with the values: scale the tolerance by the
     # output's largest magnitude (images in [0, 1] keep `atol` as is).
@@ -56,8 +61,13 @@ def _exact(name, served, expected):
     served, expected = np.asarray(served), np.asarray(expected)
     equal = served.shape == expected.shape and bool(np.all(served == expected))
     rows = int(np.sum(np.all(served == expected, axis=-1))) if served.shape == expected.shape else 0
-    return {"output": name, "max_abs_diff": None, "tolerance": "equal", "ok": equal,
-            "note": f"{rows}/{len(expected)} sequences equal"}
+    return {
+        "output": name,
+        "max_abs_diff": None,
+        "tolerance": "equal",
+        "ok": equal,
+        "note": f"{rows}/{len(expected)} sequences equal",
+    }
 
 
 def _check_saved_model(export_dir, model, inputs, atol):
@@ -75,14 +85,28 @@ def _check_saved_model(export_dir, model, inputs, atol):
     return [
         _difference("serve/next_image", outputs["next_image"], expected["next_image"], atol),
         _exact("serve/next_token_ids", outputs["next_token_ids"], expected["next_token_ids"]),
-        _difference("serve_float/next_image", float_outputs["next_image"],
-                    expected["next_image"], atol),
-        _exact("serve_float/next_token_ids", float_outputs["next_token_ids"],
-               expected["next_token_ids"]),
-        _difference("embed_images", image_embedding,
-                    keras.ops.convert_to_numpy(backbone.embed_images(first_images)), atol),
-        _difference("embed_texts", text_embedding, keras.ops.convert_to_numpy(
-            backbone.embed_texts(first_texts["token_ids"], first_texts["padding_mask"])), atol),
+        _difference(
+            "serve_float/next_image", float_outputs["next_image"], expected["next_image"], atol
+        ),
+        _exact(
+            "serve_float/next_token_ids",
+            float_outputs["next_token_ids"],
+            expected["next_token_ids"],
+        ),
+        _difference(
+            "embed_images",
+            image_embedding,
+            keras.ops.convert_to_numpy(backbone.embed_images(first_images)),
+            atol,
+        ),
+        _difference(
+            "embed_texts",
+            text_embedding,
+            keras.ops.convert_to_numpy(
+                backbone.embed_texts(first_texts["token_ids"], first_texts["padding_mask"])
+            ),
+            atol,
+        ),
     ]
 
 
@@ -92,8 +116,10 @@ def _check_onnx(export_dir, model, inputs, atol):
         "embed_images": {"images": inputs["images"][:, 0]},
         "embed_texts": {name: inputs[name][:, 0] for name in ("token_ids", "padding_mask")},
         # The frame of the caption the Keras model generates.
-        "next_image": {**inputs, "caption_token_ids": keras.ops.convert_to_numpy(
-            model.generate(inputs)).astype("int32")},
+        "next_image": {
+            **inputs,
+            "caption_token_ids": keras.ops.convert_to_numpy(model.generate(inputs)).astype("int32"),
+        },
     }
     checks = []
     for graph, arguments in graph_inputs.items():
@@ -101,8 +127,9 @@ def _check_onnx(export_dir, model, inputs, atol):
         expected = functions[graph](*arguments.values())
         expected = expected if isinstance(expected, tuple) else (expected,)
         for (name, value), reference in zip(served.items(), expected):
-            checks.append(_difference(f"{graph}/{name}", value,
-                                      keras.ops.convert_to_numpy(reference), atol))
+            checks.append(
+                _difference(f"{graph}/{name}", value, keras.ops.convert_to_numpy(reference), atol)
+            )
     return checks
 
 
@@ -136,7 +163,10 @@ def serve_check(export_dir, workdir=None, split="test", num_windows=8, atol=1e-5
     if os.path.exists(os.path.join(export_dir, MANIFEST_FILE)):
         export_format, checks = "onnx", _check_onnx(export_dir, model, inputs, atol)
     else:
-        export_format, checks = "tf_saved_model", _check_saved_model(export_dir, model, inputs, atol)
+        export_format, checks = (
+            "tf_saved_model",
+            _check_saved_model(export_dir, model, inputs, atol),
+        )
     return {
         "format": export_format,
         "exported_under_backend": preprocessor.metadata["exported_under_backend"],
@@ -161,8 +191,9 @@ def format_serve_check(report):
         shown = f"{diff:.2e}" if diff is not None else check.get("note", "")
         tolerance = check["tolerance"]
         tolerance = tolerance if isinstance(tolerance, str) else f"{tolerance:.2e}"
-        lines.append(f"| {check['output']} | {shown} | {tolerance} | "
-                     f"{'yes' if check['ok'] else 'NO'} |")
+        lines.append(
+            f"| {check['output']} | {shown} | {tolerance} | {'yes' if check['ok'] else 'NO'} |"
+        )
     lines.append("")
     lines.append("serve-check: " + ("passed" if report["ok"] else "FAILED"))
     return "\n".join(lines)

@@ -20,7 +20,7 @@ class ContextMemory(keras.layers.Layer):
 
     Example:
     >>> memory, mask = ContextMemory(8, 4)(np.zeros((2, 4, 5, 16)), np.ones((2, 4, 5)))
-    >>> memory.shape, mask.shape
+    >>> keras.ops.shape(memory), keras.ops.shape(mask)
     ((2, 20, 8), (2, 20))
     """
 

@@ -31,10 +31,10 @@ class ImageDecoder(keras.layers.Layer):
             last context frames passed to `call` as `(batch, frames, H, W, 3)`.
 
     Example:
-    >>> ImageDecoder(image_size=32, filters=64)(np.zeros((2, 10))).shape
+    >>> keras.ops.shape(ImageDecoder(image_size=32, filters=64)(np.zeros((2, 10))))
     (2, 32, 32, 3)
     >>> frames = np.zeros((2, 2, 64, 64, 3), "uint8")  # the last two frames
-    >>> ImageDecoder(32, 64, residual=True)(np.zeros((2, 10)), frames).shape
+    >>> keras.ops.shape(ImageDecoder(32, 64, residual=True)(np.zeros((2, 10)), frames))
     (2, 32, 32, 3)
     """
 
@@ -72,8 +72,14 @@ class ImageDecoder(keras.layers.Layer):
         self.modulation = None
         if residual:
             self.refinements = [
-                keras.layers.Conv2D(_REFINEMENT_FILTERS, 3, padding="same", activation="gelu",
-                                    dtype=self.dtype_policy, name=f"refinement_{i}")
+                keras.layers.Conv2D(
+                    _REFINEMENT_FILTERS,
+                    3,
+                    padding="same",
+                    activation="gelu",
+                    dtype=self.dtype_policy,
+                    name=f"refinement_{i}",
+                )
                 for i in range(2)
             ]
             # FiLM: the story state scales and shifts each refinement's
@@ -131,7 +137,8 @@ class ImageDecoder(keras.layers.Layer):
         for i, layer in enumerate(self.refinements):
             scale, shift = ops.split(
                 modulation[..., 2 * i * _REFINEMENT_FILTERS : 2 * (i + 1) * _REFINEMENT_FILTERS],
-                2, axis=-1,
+                2,
+                axis=-1,
             )
             x = layer(x) * (1 + scale) + shift
         last = ops.clip(frames[..., -3:], _EPSILON, 1 - _EPSILON)

@@ -49,7 +49,7 @@ class ImagePreprocessing(keras.layers.Layer):
 
     Example:
     >>> layer = ImagePreprocessing(preprocessing_mode("ResNet50"))
-    >>> layer(np.zeros((1, 8, 8, 3), "uint8")).shape
+    >>> keras.ops.shape(layer(np.zeros((1, 8, 8, 3), "uint8")))
     (1, 8, 8, 3)
     """
 
@@ -62,7 +62,9 @@ class ImagePreprocessing(keras.layers.Layer):
     def call(self, images):
         images = ops.cast(images, self.compute_dtype)
         if self.mode == "caffe":
-            return ops.flip(images, axis=-1) - ops.convert_to_tensor(_CAFFE_MEAN_BGR, self.compute_dtype)
+            return ops.flip(images, axis=-1) - ops.convert_to_tensor(
+                _CAFFE_MEAN_BGR, self.compute_dtype
+            )
         if self.mode == "tf":
             return images / 127.5 - 1.0
         if self.mode == "torch":

@@ -30,7 +30,7 @@ class StepTextEncoder(keras.layers.Layer):
     >>> encoder = StepTextEncoder(backbone, num_frozen_layers=1)
     >>> cls_vectors, token_states = encoder(
     ...     np.ones((2, 4, 8), "int32"), np.ones((2, 4, 8), "bool"))
-    >>> cls_vectors.shape, token_states.shape
+    >>> keras.ops.shape(cls_vectors), keras.ops.shape(token_states)
     ((2, 4, 16), (2, 4, 8, 16))
     """
 

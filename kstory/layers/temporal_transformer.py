@@ -26,13 +26,20 @@ class TemporalTransformer(keras.layers.Layer):
             step t+1), instead of the last step's alone.
 
     Example:
-    >>> TemporalTransformer(units=16, num_heads=2)(np.zeros((2, 4, 8))).shape
+    >>> keras.ops.shape(TemporalTransformer(units=16, num_heads=2)(np.zeros((2, 4, 8))))
     (2, 16)
     """
 
     def __init__(
-        self, units, num_layers=2, num_heads=4, intermediate_dim=None, max_steps=16,
-        dropout=0.0, return_sequences=False, **kwargs,
+        self,
+        units,
+        num_layers=2,
+        num_heads=4,
+        intermediate_dim=None,
+        max_steps=16,
+        dropout=0.0,
+        return_sequences=False,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         self.units = units
@@ -42,7 +49,9 @@ class TemporalTransformer(keras.layers.Layer):
         self.max_steps = max_steps
         self.dropout = dropout
         self.return_sequences = return_sequences
-        self.input_projection = keras.layers.Dense(units, dtype=self.dtype_policy, name="input_projection")
+        self.input_projection = keras.layers.Dense(
+            units, dtype=self.dtype_policy, name="input_projection"
+        )
         self.position_embedding = keras_hub.layers.PositionEmbedding(
             max_steps, dtype=self.dtype_policy, name="position_embedding"
         )
@@ -57,7 +66,9 @@ class TemporalTransformer(keras.layers.Layer):
             )
             for i in range(num_layers)
         ]
-        self.output_norm = keras.layers.LayerNormalization(dtype=self.dtype_policy, name="output_norm")
+        self.output_norm = keras.layers.LayerNormalization(
+            dtype=self.dtype_policy, name="output_norm"
+        )
 
     def build(self, input_shape):
         self.input_projection.build(input_shape)

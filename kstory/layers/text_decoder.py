@@ -29,7 +29,7 @@ class TextDecoder(keras.layers.Layer):
 
     Example:
     >>> decoder = TextDecoder(vocabulary_size=50, embedding_dim=8, units=16)
-    >>> decoder(np.ones((2, 5), "int32"), np.zeros((2, 12))).shape
+    >>> keras.ops.shape(decoder(np.ones((2, 5), "int32"), np.zeros((2, 12))))
     (2, 5, 50)
     """
 

@@ -54,7 +54,8 @@ def build_image_encoder(name, weights, image_size, batch_norm_momentum=None):
 def batch_norm_layers(model):
     """Every `BatchNormalization` layer inside `model`, nested ones included."""
     return [
-        layer for layer in model._flatten_layers(include_self=False)
+        layer
+        for layer in model._flatten_layers(include_self=False)
         if isinstance(layer, keras.layers.BatchNormalization)
     ]
 
@@ -147,14 +148,19 @@ def build_story_model(
                 model_config.image_weights,
                 data_config.image_size,
                 batch_norm_momentum=(
-                    None if model_config.freeze_image_encoder
+                    None
+                    if model_config.freeze_image_encoder
                     else model_config.image_batch_norm_momentum
                 ),
             )
             image_preprocessing = preprocessing_mode(model_config.image_encoder)
         pad_token_id = 0 if preprocessor is None else preprocessor.tokenizer.pad_token_id
         backbone = _build_backbone(
-            model_config, data_config, vocabulary_size, image_encoder, image_preprocessing,
+            model_config,
+            data_config,
+            vocabulary_size,
+            image_encoder,
+            image_preprocessing,
             pad_token_id,
         )
     finally:
@@ -172,7 +178,11 @@ def build_story_model(
 
 
 def _build_backbone(
-    model_config, data_config, vocabulary_size, image_encoder, image_preprocessing,
+    model_config,
+    data_config,
+    vocabulary_size,
+    image_encoder,
+    image_preprocessing,
     pad_token_id=0,
 ):
     return StoryBackbone(

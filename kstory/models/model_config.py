@@ -8,7 +8,6 @@ from kstory.models.story_backbone import MODALITIES
 from kstory.models.story_backbone import TEMPORAL_MODELS
 from kstory.models.story_model import IMAGE_LOSSES
 
-
 DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
@@ -119,9 +118,17 @@ class ModelConfig:
                 raise ValueError(
                     f"model.{name} must be one of {valid}; got {getattr(self, name)!r}."
                 )
-        for name in ("embedding_dim", "fusion_dim", "temporal_units", "decoder_filters",
-                     "text_decoder_embedding_dim", "text_decoder_units", "tiny_text_layers",
-                     "tiny_text_hidden_dim", "tiny_text_heads"):
+        for name in (
+            "embedding_dim",
+            "fusion_dim",
+            "temporal_units",
+            "decoder_filters",
+            "text_decoder_embedding_dim",
+            "text_decoder_units",
+            "tiny_text_layers",
+            "tiny_text_hidden_dim",
+            "tiny_text_heads",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be positive; got {getattr(self, name)}.")
         if self.tiny_text_intermediate_dim is not None and self.tiny_text_intermediate_dim < 1:
@@ -135,7 +142,9 @@ class ModelConfig:
                 f"got {self.image_batch_norm_momentum}."
             )
         for name in (
-            "image_loss_weight", "text_loss_weight", "contrastive_loss_weight",
+            "image_loss_weight",
+            "text_loss_weight",
+            "contrastive_loss_weight",
             "bag_of_words_loss_weight",
         ):
             if getattr(self, name) < 0:

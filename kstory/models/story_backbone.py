@@ -90,7 +90,7 @@ class StoryBackbone(keras_hub.models.Backbone):
     ...     "token_ids": np.ones((2, 4, 8), "int32"),
     ...     "padding_mask": np.ones((2, 4, 8), "int32"),
     ...     "decoder_token_ids": np.ones((2, 6), "int32")})
-    >>> outputs["next_token_logits"].shape
+    >>> keras.ops.shape(outputs["next_token_logits"])
     (2, 6, 50)
     """
 
@@ -387,7 +387,7 @@ class StoryBackbone(keras_hub.models.Backbone):
         condition = ops.concatenate(
             [story_state, ops.cast(caption_embedding, story_state.dtype)], axis=-1
         )
-        return self.image_decoder(condition, images[:, -min(2, images.shape[1]):])
+        return self.image_decoder(condition, images[:, -min(2, images.shape[1]) :])
 
     def get_config(self):
         config = super().get_config()

@@ -88,9 +88,11 @@ class StoryModel(keras_hub.models.Task):
             preprocessor's tokenizer's.
 
     Example:
-    >>> model = StoryModel(backbone, preprocessor)  # doctest: +SKIP
-    >>> model.fit(make_dataset(stories, preprocessor), epochs=1)  # doctest: +SKIP
-    >>> model.generate(inputs, sampler="beam")  # doctest: +SKIP
+    ```python
+    model = StoryModel(backbone, preprocessor)
+    model.fit(make_dataset(stories, preprocessor), epochs=1)
+    model.generate(inputs, sampler="beam")
+    ```
     """
 
     backbone_cls = StoryBackbone
@@ -192,8 +194,7 @@ class StoryModel(keras_hub.models.Task):
         """The contrastive logit scale, 1 / temperature, clipped to [1, 100]."""
         return ops.exp(ops.clip(self.log_logit_scale, 0.0, math.log(_MAX_LOGIT_SCALE)))
 
-    def contrastive_loss(self, image_embeddings, text_embeddings, token_ids=None,
-                         frame_keys=None):
+    def contrastive_loss(self, image_embeddings, text_embeddings, token_ids=None, frame_keys=None):
         """Symmetric InfoNCE of all `batch x steps` context steps.
 
         The negatives are every other step of the global batch: under a
@@ -230,8 +231,9 @@ class StoryModel(keras_hub.models.Task):
             keys = ops.reshape(frame_keys, (num_rows,))
             all_keys, _ = replica_gather(keys)
             same_frame = ops.equal(keys[:, None], all_keys[None, :])
-            not_negative = same_frame if not_negative is None else (
-                ops.logical_or(not_negative, same_frame))
+            not_negative = (
+                same_frame if not_negative is None else (ops.logical_or(not_negative, same_frame))
+            )
         return ops.mean(
             info_nce(
                 labels,

@@ -6,3 +6,5 @@ prepares raw inputs for any export (SavedModel or ONNX).
 
 from kstory.serving.saved_story_model import SavedStoryModel
 from kstory.serving.story_serving_preprocessor import StoryServingPreprocessor
+
+__all__ = ["SavedStoryModel", "StoryServingPreprocessor"]

@@ -15,11 +15,13 @@ class SavedStoryModel:
         export_dir: str. The SavedModel folder.
 
     Example:
-    >>> served = SavedStoryModel("runs/tiny/export/tf_saved_model")  # doctest: +SKIP
-    >>> result = served.predict(["1.png", "2.png", "3.png", "4.png"],
-    ...                         ["A ball ...", "...", "...", "..."])  # doctest: +SKIP
-    >>> result["captions"][0], result["next_images"].shape  # doctest: +SKIP
-    ('The ball bounces.', (1, 32, 32, 3))
+    ```python
+    served = SavedStoryModel("runs/tiny/export/tf_saved_model")
+    result = served.predict(["1.png", "2.png", "3.png", "4.png"],
+                            ["A ball ...", "...", "...", "..."])
+    result["captions"][0], result["next_images"].shape
+    # ('The ball bounces.', (1, 32, 32, 3))
+    ```
     """
 
     def __init__(self, export_dir):

@@ -50,10 +50,12 @@ class StoryServingPreprocessor:
             `kstory export`.
 
     Example:
-    >>> preprocessor = StoryServingPreprocessor("runs/tiny/export/tf_saved_model")  # doctest: +SKIP
-    >>> inputs = preprocessor.prepare(frames, captions)  # doctest: +SKIP
-    >>> inputs["images"].shape  # doctest: +SKIP
-    (1, 4, 32, 32, 3)
+    ```python
+    preprocessor = StoryServingPreprocessor("runs/tiny/export/tf_saved_model")
+    inputs = preprocessor.prepare(frames, captions)
+    inputs["images"].shape
+    # (1, 4, 32, 32, 3)
+    ```
     """
 
     def __init__(self, export_dir):
@@ -143,14 +145,16 @@ class StoryServingPreprocessor:
             dict of numpy arrays in the dtypes the signature takes.
 
         Example:
-        >>> preprocessor.check_inputs({"images": np.zeros((1, 4, 32, 32), "uint8"), ...})
-        ... # doctest: +SKIP
-        ValueError: images must have shape (batch, 4, 32, 32, 3); got (1, 4, 32, 32).
+        ```python
+        preprocessor.check_inputs({"images": np.zeros((1, 4, 32, 32), "uint8"), ...})
+        # ValueError: images must have shape (batch, 4, 32, 32, 3); got (1, 4, 32, 32).
+        ```
         """
         shapes = self.input_shapes()
         if not isinstance(inputs, dict):
-            raise ValueError(f"Inputs must be a dict with keys {sorted(shapes)}; "
-                             f"got {type(inputs).__name__}.")
+            raise ValueError(
+                f"Inputs must be a dict with keys {sorted(shapes)}; got {type(inputs).__name__}."
+            )
         missing = sorted(set(shapes) - set(inputs))
         if missing:
             raise ValueError(f"Inputs lack {missing}; the export takes {sorted(shapes)}.")

@@ -62,8 +62,10 @@ class BatchNormRecalibration(keras.callbacks.Callback):
         frames: a finite iterable of uint8 frame batches `(batch, H, W, 3)`.
 
     Example:
-    >>> callback = BatchNormRecalibration(model.backbone, frame_batches)  # doctest: +SKIP
-    >>> model.fit(dataset, validation_data=val, callbacks=[callback])  # doctest: +SKIP
+    ```python
+    callback = BatchNormRecalibration(model.backbone, frame_batches)
+    model.fit(dataset, validation_data=val, callbacks=[callback])
+    ```
     """
 
     def __init__(self, backbone, frames):

@@ -21,12 +21,12 @@ class CachedFeatureTrainer(keras.Model):
         story_model: `StoryModel` with a frozen image encoder.
 
     Example:
-    >>> cache = build_feature_cache(stories, model.backbone, "runs/x/cache")
-    ... # doctest: +SKIP
-    >>> trainer = CachedFeatureTrainer(model)  # doctest: +SKIP
-    >>> trainer.compile(optimizer="adamw")  # doctest: +SKIP
-    >>> trainer.fit(make_dataset(stories, preprocessor, feature_cache=cache))
-    ... # doctest: +SKIP
+    ```python
+    cache = build_feature_cache(stories, model.backbone, "runs/x/cache")
+    trainer = CachedFeatureTrainer(model)
+    trainer.compile(optimizer="adamw")
+    trainer.fit(make_dataset(stories, preprocessor, feature_cache=cache))
+    ```
     """
 
     def __init__(self, story_model, **kwargs):

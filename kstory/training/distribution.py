@@ -94,8 +94,11 @@ def data_parallel(coordinator_address=None, num_processes=None, process_id=None)
         )
         processes = f", {jax.process_count()} processes" if multi_host else ""
         return DataParallelSetup(
-            contextlib.nullcontext, len(devices), f"keras.distribution.DataParallel{processes}",
-            jax.process_count(), jax.process_index(),
+            contextlib.nullcontext,
+            len(devices),
+            f"keras.distribution.DataParallel{processes}",
+            jax.process_count(),
+            jax.process_index(),
         )
     if backend == "tensorflow":
         import tensorflow as tf

@@ -36,8 +36,9 @@ def plot_loss_curve(history_path, output_path, title=None):
     for axis, term in zip(axes[0], terms):
         axis.plot(epochs, [float(row[term]) for row in rows], marker="o", label="train")
         if f"val_{term}" in rows[0]:
-            axis.plot(epochs, [float(row[f"val_{term}"]) for row in rows], marker="o",
-                      label="validation")
+            axis.plot(
+                epochs, [float(row[f"val_{term}"]) for row in rows], marker="o", label="validation"
+            )
         axis.set_title(term)
         axis.set_xlabel("epoch")
         axis.legend()

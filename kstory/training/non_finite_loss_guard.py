@@ -20,7 +20,9 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
         hint: str. Appended to the message, e.g. what to change in the config.
 
     Example:
-    >>> model.fit(dataset, callbacks=[NonFiniteLossGuard(), *others])  # doctest: +SKIP
+    ```python
+    model.fit(dataset, callbacks=[NonFiniteLossGuard(), *others])
+    ```
     """
 
     def __init__(self, hint=""):
@@ -30,7 +32,8 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
 
     def _check(self, logs, where):
         broken = {
-            name: value for name, value in (logs or {}).items()
+            name: value
+            for name, value in (logs or {}).items()
             if isinstance(value, (int, float)) or hasattr(value, "dtype")
             if not math.isfinite(float(value))
         }

@@ -18,8 +18,9 @@ class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
             resume are not in memory; `train()` reloads the best checkpoint).
 
     Example:
-    >>> ResumedEarlyStopping(backup.history, monitor="val_loss", patience=3)
-    ... # doctest: +SKIP
+    ```python
+    ResumedEarlyStopping(backup.history, monitor="val_loss", patience=3)
+    ```
     """
 
     def __init__(self, history, **kwargs):

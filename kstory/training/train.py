@@ -139,8 +139,7 @@ def _fit_phases(backup, epochs, workdir):
         logger.info("%s stopped early at epoch %d; nothing to train.", workdir, first_epoch)
         return []
     if first_epoch or first_step:
-        logger.info("Resuming %s at epoch %d, batch %d.", workdir, first_epoch + 1,
-                    first_step + 1)
+        logger.info("Resuming %s at epoch %d, batch %d.", workdir, first_epoch + 1, first_step + 1)
     if first_step >= backup.steps_per_epoch:
         raise ValueError(
             f"The backup in {workdir} is at batch {first_step} of an epoch of "
@@ -176,8 +175,12 @@ def _distribution(config, coordinator_address, num_processes, process_id):
             f"data.batch_size {batch_size} (the global batch) does not split evenly over "
             f"{setup.num_replicas} replicas; make it a multiple of {setup.num_replicas}."
         )
-    logger.info("Data parallel: %s, %d replicas of %d windows each.", setup.engine,
-                setup.num_replicas, batch_size // setup.num_replicas)
+    logger.info(
+        "Data parallel: %s, %d replicas of %d windows each.",
+        setup.engine,
+        setup.num_replicas,
+        batch_size // setup.num_replicas,
+    )
     shards = dict(num_shards=setup.num_processes, shard_index=setup.process_index)
     return setup.num_replicas, setup.scope, shards
 
@@ -194,13 +197,24 @@ def _validation_options(dataset_options, stories, data, replicas):
             "replicas that each take one; add stories (data.num_stories) or raise "
             "data.validation_fraction."
         )
-    logger.info("Validation on %d of %d windows (batches of %d).",
-                num_windows - num_windows % replicas, num_windows, replicas)
+    logger.info(
+        "Validation on %d of %d windows (batches of %d).",
+        num_windows - num_windows % replicas,
+        num_windows,
+        replicas,
+    )
     return dict(dataset_options, batch_size=replicas, drop_remainder=True)
 
 
-def train(config, workdir, extra_callbacks=(), verbose="auto", coordinator_address=None,
-          num_processes=None, process_id=None):
+def train(
+    config,
+    workdir,
+    extra_callbacks=(),
+    verbose="auto",
+    coordinator_address=None,
+    num_processes=None,
+    process_id=None,
+):
     """Trains `config` in `workdir`; re-running on the same workdir resumes.
 
     With a frozen image encoder, first builds (or reuses) the feature cache
@@ -226,8 +240,7 @@ def train(config, workdir, extra_callbacks=(), verbose="auto", coordinator_addre
     """
     check_workdir_config(config, workdir)
     data = config.data
-    replicas, scope, shards = _distribution(config, coordinator_address, num_processes,
-                                            process_id)
+    replicas, scope, shards = _distribution(config, coordinator_address, num_processes, process_id)
     keras.utils.set_random_seed(config.seed)
     splits, skip_logs = load_splits(data, os.path.join(workdir, "data"))
     _write_skip_report(skip_logs, os.path.join(workdir, SKIPPED_FILE))
@@ -267,13 +280,16 @@ def train(config, workdir, extra_callbacks=(), verbose="auto", coordinator_addre
         pipeline_options(data), feature_cache=feature_cache, frame_keys=True, **shards
     )
     validation_dataset = make_dataset(
-        splits["validation"], preprocessor,
+        splits["validation"],
+        preprocessor,
         **_validation_options(dataset_options, splits["validation"], data, replicas),
     )
     num_windows = len(story_windows(splits["train"], data.num_context_steps, data.window_mode))
     steps_per_epoch = num_windows // data.batch_size
     backup = TrainingStateBackup(
-        os.path.join(workdir, "backup"), steps_per_epoch, seed=config.seed,
+        os.path.join(workdir, "backup"),
+        steps_per_epoch,
+        seed=config.seed,
         every_batches=config.train.backup_every_batches,
     )
     with scope():
@@ -284,14 +300,29 @@ def train(config, workdir, extra_callbacks=(), verbose="auto", coordinator_addre
     callbacks = _callbacks(config, workdir, backup) + list(extra_callbacks)
     if not config.model.freeze_image_encoder and config.train.batch_norm_recalibration_batches:
         # First: validation and every save after it see recalibrated statistics.
-        callbacks.insert(0, BatchNormRecalibration(model.backbone, FrameBatches(
-            splits["train"], data.image_size, data.batch_size * data.num_context_steps,
-            config.train.batch_norm_recalibration_batches, seed=config.seed,
-        )))
+        callbacks.insert(
+            0,
+            BatchNormRecalibration(
+                model.backbone,
+                FrameBatches(
+                    splits["train"],
+                    data.image_size,
+                    data.batch_size * data.num_context_steps,
+                    config.train.batch_norm_recalibration_batches,
+                    seed=config.seed,
+                ),
+            ),
+        )
     for first_epoch, epochs, first_step in _fit_phases(backup, config.train.epochs, workdir):
         train_dataset = make_dataset(
-            splits["train"], preprocessor, shuffle=True, seed=config.seed, epochs=epochs,
-            first_epoch=first_epoch, first_step=first_step, **dataset_options,
+            splits["train"],
+            preprocessor,
+            shuffle=True,
+            seed=config.seed,
+            epochs=epochs,
+            first_epoch=first_epoch,
+            first_step=first_step,
+            **dataset_options,
         )
         fit_model.fit(
             train_dataset,

@@ -5,7 +5,6 @@ import dataclasses
 from kstory.config_checks import check_field_types
 
 
-
 @dataclasses.dataclass
 class TrainConfig:
     """How long and how a `StoryModel` trains.
@@ -55,7 +54,11 @@ class TrainConfig:
                 "train.image_feature_cache must be 'auto', 'true' or 'false'; "
                 f"got {self.image_feature_cache!r}."
             )
-        for name in ("weight_decay", "early_stopping_patience", "backup_every_batches",
-                     "batch_norm_recalibration_batches"):
+        for name in (
+            "weight_decay",
+            "early_stopping_patience",
+            "backup_every_batches",
+            "batch_norm_recalibration_batches",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0; got {getattr(self, name)}.")

@@ -164,8 +164,11 @@ class TrainingStateBackup(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
         # The epoch's last batch is backed up at the epoch's end, after validation.
-        if (self.every_batches and self.step % self.every_batches == 0
-                and self.step < self.steps_per_epoch):
+        if (
+            self.every_batches
+            and self.step % self.every_batches == 0
+            and self.step < self.steps_per_epoch
+        ):
             self._save(self.epoch, self.step)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -191,16 +194,24 @@ class TrainingStateBackup(keras.callbacks.Callback):
         os.makedirs(incoming)
         model.save_weights(os.path.join(incoming, WEIGHTS_FILE))
         arrays = {
-            **{f"seed_{i}": keras.ops.convert_to_numpy(v)
-               for i, v in enumerate(self._seed_states())},
-            **{f"metric_{i}": keras.ops.convert_to_numpy(v)
-               for i, v in enumerate(self._metric_variables())},
+            **{
+                f"seed_{i}": keras.ops.convert_to_numpy(v)
+                for i, v in enumerate(self._seed_states())
+            },
+            **{
+                f"metric_{i}": keras.ops.convert_to_numpy(v)
+                for i, v in enumerate(self._metric_variables())
+            },
             **_global_generator_state(),
         }
         np.savez(os.path.join(incoming, ARRAYS_FILE), **arrays)
         with open(os.path.join(incoming, STATE_FILE), "w") as file:
-            state = {"epoch": epoch, "step": step, "history": self.history,
-                     "stopped_early": self.stopped_early}
+            state = {
+                "epoch": epoch,
+                "step": step,
+                "history": self.history,
+                "stopped_early": self.stopped_early,
+            }
             json.dump(state, file, indent=1)
         latest = os.path.join(self.backup_dir, "latest")
         previous = os.path.join(self.backup_dir, "previous")
