@@ -14,6 +14,7 @@ from kstory.layers.text_decoder import TextDecoder
 from kstory.losses.info_nce_loss import InfoNCELoss
 from kstory.models.story_backbone import StoryBackbone
 from kstory.models.story_model import StoryModel
+from kstory.version import __version__
 
 __all__ = [
     "ContextMemory",
@@ -26,5 +27,5 @@ __all__ = [
     "StoryTextPreprocessor",
     "TemporalTransformer",
     "TextDecoder",
+    "__version__",
 ]
-__version__ = "0.1.0"

@@ -166,8 +166,8 @@ def _data(args):
 def _train(args):
     from kstory.data.skip_log import format_skip_report
     from kstory.provenance import provenance
-    from kstory.training.train import SKIPPED_FILE
     from kstory.training.train import train
+    from kstory.workdir import SKIPPED_FILE
 
     config = _load_config(args)
     train(

@@ -7,8 +7,8 @@ import typing
 
 from kstory.config_checks import check_field_types
 from kstory.data.data_config import DataConfig
+from kstory.distribution import DISTRIBUTIONS
 from kstory.models.model_config import ModelConfig
-from kstory.training.distribution import DISTRIBUTIONS
 from kstory.training.train_config import TrainConfig
 
 
@@ -24,7 +24,7 @@ class Config:
         distribution: str. `"none"` (one device) or `"data_parallel"`:
             Keras's data-parallel engine for the backend, the global
             `data.batch_size` split across all devices (see
-            `kstory.training.distribution`).
+            `kstory.distribution`).
     """
 
     data: DataConfig = dataclasses.field(default_factory=DataConfig)

@@ -64,3 +64,18 @@ def test_serialization_round_trip_with_vocabulary_asset(learned_tokenizer, tmp_p
     reloaded.tokenizer.load_assets(str(tmp_path))
     for name, value in preprocessor(CONTEXT, NEXT).items():
         np.testing.assert_array_equal(reloaded(CONTEXT, NEXT)[name].numpy(), value.numpy())
+
+
+def test_generate_postprocess_inverts_the_decoder_target(learned_tokenizer):
+    # The target ids of each caption are what generation returns: the words,
+    # then [SEP], then padding. Decoding them gives the caption back, and
+    # stops at the first [SEP] whatever follows it.
+    preprocessor = _preprocessor(learned_tokenizer)
+    target = preprocessor(CONTEXT, NEXT)["next_token_ids"].numpy()
+    generated = np.concatenate([np.full((2, 1), learned_tokenizer.cls_token_id), target], axis=1)
+    assert preprocessor.generate_postprocess(generated) == NEXT
+    after_sep = generated.copy()
+    after_sep[1, 5:] = learned_tokenizer("moves left").tolist()[0]
+    assert preprocessor.generate_postprocess(after_sep)[1] == "the blue square"
+    only_sep = np.array([[learned_tokenizer.cls_token_id, learned_tokenizer.sep_token_id]])
+    assert preprocessor.generate_postprocess(only_sep) == [""]

@@ -293,7 +293,7 @@ def test_ablation_writes_a_comparison(smoke_config, trained, tmp_path):
 def _reliance_runs(trained, modalities):
     from kstory.data.sources import load_splits
     from kstory.evaluation.evaluate import run_model
-    from kstory.training.train import load_workdir_config
+    from kstory.workdir import load_workdir_config
 
     workdir, model = trained
     config = load_workdir_config(workdir)

@@ -10,10 +10,10 @@ import time
 import keras
 import numpy as np
 
+from kstory import distribution
 from kstory.data.data_config import DataConfig
 from kstory.models.builders import build_story_model
 from kstory.models.model_config import ModelConfig
-from kstory.training import distribution
 from kstory.training.cached_feature_trainer import CachedFeatureTrainer
 
 
@@ -225,7 +225,7 @@ def run_train_step_bench(
             (`CachedFeatureTrainer` on synthetic features and small frames)
             instead of from images; the image encoder is frozen.
         data_parallel: bool. Split the batch over all devices with the
-            backend's data-parallel engine (`kstory.training.distribution`).
+            backend's data-parallel engine (`kstory.distribution`).
         seed: int. Seed of the weights and the inputs.
 
     Returns:

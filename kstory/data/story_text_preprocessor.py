@@ -2,6 +2,7 @@
 
 import keras
 import keras_hub
+import numpy as np
 
 
 @keras.saving.register_keras_serializable(package="kstory")
@@ -99,6 +100,32 @@ class StoryTextPreprocessor(keras_hub.models.Preprocessor):
             outputs["decoder_token_ids"] = packed[..., :-1]
             outputs["next_token_ids"] = packed[..., 1:]
         return outputs
+
+    def generate_postprocess(self, token_ids):
+        """Generated ids -> captions: the tokens between [CLS] and the first [SEP].
+
+        As keras-hub's `CausalLMPreprocessor.generate_postprocess`, the
+        inverse of tokenisation for what `StoryModel.generate` returns.
+
+        Args:
+            token_ids: int array `(batch, length)`, a row per caption.
+
+        Returns:
+            list of str, one per row; `""` for a row with no word before [SEP].
+        """
+        tokenizer = self.tokenizer
+        special = {tokenizer.cls_token_id, tokenizer.pad_token_id}
+        captions = []
+        for row in np.asarray(keras.ops.convert_to_numpy(token_ids)):
+            tokens = []
+            for token in row.tolist():
+                if token == tokenizer.sep_token_id:
+                    break
+                if token not in special:
+                    tokens.append(token)
+            text = tokenizer.detokenize(np.asarray(tokens, "int32")) if tokens else ""
+            captions.append(str(text))
+        return captions
 
     def get_config(self):
         config = super().get_config()

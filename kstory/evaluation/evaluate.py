@@ -7,7 +7,6 @@ import weakref
 import keras
 import numpy as np
 
-import kstory  # noqa: F401  (registers the classes model.keras needs)
 from kstory.data.pipeline import make_dataset
 from kstory.data.pipeline import pipeline_options
 from kstory.data.pipeline import shuffle_context
@@ -17,36 +16,18 @@ from kstory.evaluation import floors
 from kstory.evaluation.image_metrics import image_scores
 from kstory.evaluation.input_reliance import format_input_reliance
 from kstory.evaluation.input_reliance import input_reliance
+from kstory.evaluation.predict import predict
 from kstory.evaluation.retrieval import retrieval_chance
 from kstory.evaluation.retrieval import retrieval_recall
 from kstory.evaluation.text_metrics import caption_scores
-from kstory.training.train import MODEL_FILE
-from kstory.training.train import load_workdir_config
+from kstory.workdir import DATA_DIR
+from kstory.workdir import METRICS_JSON_FILE
+from kstory.workdir import METRICS_MD_FILE
+from kstory.workdir import STORYBOARDS_DIR
+from kstory.workdir import load_workdir_config
+from kstory.workdir import load_workdir_model
 
 _MEAN_IMAGE_WINDOWS = 2048
-
-
-def load_workdir_model(workdir):
-    path = os.path.join(workdir, MODEL_FILE)
-    if not os.path.exists(path):
-        raise ValueError(f"{workdir} has no {MODEL_FILE}; train it first (kstory train).")
-    return keras.saving.load_model(path)
-
-
-def decode_captions(preprocessor, token_ids):
-    """Generated ids -> strings: the tokens between [CLS] and the first [SEP]."""
-    tokenizer = preprocessor.tokenizer
-    special = {tokenizer.cls_token_id, tokenizer.pad_token_id}
-    captions = []
-    for row in np.asarray(token_ids):
-        tokens = []
-        for token in row.tolist():
-            if token == tokenizer.sep_token_id:
-                break
-            if token not in special:
-                tokens.append(token)
-        captions.append(str(tokenizer.detokenize(np.asarray(tokens, "int32"))) if tokens else "")
-    return captions
 
 
 _TRACED_PREDICT_NEXT = weakref.WeakKeyDictionary()
@@ -112,8 +93,8 @@ def run_model(model, stories, data_config, sampler="greedy", shuffle=None):
             collected[name].append(keras.ops.convert_to_numpy(predicted[name]))
         collected["last_image"].append(inputs["images"][:, -1])
         collected["target_image"].append(targets["next_image"].numpy())
-        captions += decode_captions(
-            model.preprocessor, keras.ops.convert_to_numpy(predicted["next_token_ids"])
+        captions += model.preprocessor.generate_postprocess(
+            keras.ops.convert_to_numpy(predicted["next_token_ids"])
         )
     results = {name: np.concatenate(values) for name, values in collected.items()}
     results["captions"] = captions
@@ -190,7 +171,7 @@ def evaluate(workdir, split="test", sampler="greedy"):
     config = load_workdir_config(workdir)
     data = config.data
     model = load_workdir_model(workdir)
-    splits, _ = load_splits(data, os.path.join(workdir, "data"))
+    splits, _ = load_splits(data, os.path.join(workdir, DATA_DIR))
     stories, train_stories = splits[split], splits["train"]
     steps = data.num_context_steps
     windows = story_windows(stories, steps, data.window_mode)
@@ -245,9 +226,9 @@ def evaluate(workdir, split="test", sampler="greedy"):
             for r, p in list(zip(references, results["captions"]))[:5]
         ],
     }
-    with open(os.path.join(workdir, "metrics.json"), "w") as file:
+    with open(os.path.join(workdir, METRICS_JSON_FILE), "w") as file:
         json.dump(metrics, file, indent=2)
-    with open(os.path.join(workdir, "metrics.md"), "w") as file:
+    with open(os.path.join(workdir, METRICS_MD_FILE), "w") as file:
         file.write(format_metrics(metrics))
     return metrics
 
@@ -308,11 +289,10 @@ def format_metrics(metrics):
 
 def write_storyboards(workdir, split="test", count=3, sampler="greedy"):
     """Storyboards of the first window of the first `count` stories of a split."""
-    from kstory.evaluation.predict import predict
 
     config = load_workdir_config(workdir)
-    splits, _ = load_splits(config.data, os.path.join(workdir, "data"))
-    output_dir = os.path.join(workdir, "storyboards")
+    splits, _ = load_splits(config.data, os.path.join(workdir, DATA_DIR))
+    output_dir = os.path.join(workdir, STORYBOARDS_DIR)
     model = load_workdir_model(workdir)
     return [
         predict(workdir, story, sampler=sampler, output_dir=output_dir, model=model)[

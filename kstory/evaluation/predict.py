@@ -10,10 +10,11 @@ from PIL import Image
 from kstory.data.pipeline import load_frame
 from kstory.data.sources import load_splits
 from kstory.data.story import Story
-from kstory.evaluation.evaluate import decode_captions
-from kstory.evaluation.evaluate import load_workdir_model
 from kstory.evaluation.storyboard import draw_storyboard
-from kstory.training.train import load_workdir_config
+from kstory.workdir import DATA_DIR
+from kstory.workdir import PREDICTIONS_DIR
+from kstory.workdir import load_workdir_config
+from kstory.workdir import load_workdir_model
 
 _IMAGE_PATTERNS = ("*.png", "*.jpg", "*.jpeg", "*.bmp", "*.gif")
 
@@ -42,7 +43,7 @@ def find_story(config, workdir, story):
     """A story by id (searched in test, validation, train) or by folder path."""
     if os.path.isdir(story):
         return story_from_folder(story)
-    splits, _ = load_splits(config.data, os.path.join(workdir, "data"))
+    splits, _ = load_splits(config.data, os.path.join(workdir, DATA_DIR))
     for split in ("test", "validation", "train"):
         for candidate in splits[split]:
             if candidate.story_id == story:
@@ -93,9 +94,9 @@ def predict(workdir, story, start=0, sampler="greedy", output_dir=None, model=No
         keras.ops.convert_to_numpy, model.predict_next(inputs, sampler=sampler)
     )
     predicted_image = outputs["next_image"][0]
-    caption = decode_captions(model.preprocessor, outputs["next_token_ids"])[0]
+    caption = model.preprocessor.generate_postprocess(outputs["next_token_ids"])[0]
     has_truth = story.num_frames > start + steps
-    output_dir = output_dir or os.path.join(workdir, "predictions")
+    output_dir = output_dir or os.path.join(workdir, PREDICTIONS_DIR)
     os.makedirs(output_dir, exist_ok=True)
     image_path = os.path.join(output_dir, f"{story.story_id}_next.png")
     Image.fromarray((np.clip(predicted_image, 0, 1) * 255).round().astype(np.uint8)).save(

@@ -10,6 +10,7 @@ import numpy as np
 
 from kstory.export.backend_subprocess import run_under_backend
 from kstory.export.serving_files import write_serving_files
+from kstory.workdir import load_model_file
 
 MANIFEST_FILE = "onnx_manifest.json"
 # Each graph: its file, input names and output names. Caption generation (a
@@ -153,9 +154,7 @@ def export_onnx_file(model_path, directory):
     if keras.config.backend() != "torch":
         run_under_backend("torch", __name__, [model_path, directory])
         return directory
-    import kstory  # noqa: F401  (registers the classes the file needs)
-
-    return export_onnx(keras.saving.load_model(model_path, compile=False), directory)
+    return export_onnx(load_model_file(model_path, compile=False), directory)
 
 
 def run_onnx(directory, graph, inputs):

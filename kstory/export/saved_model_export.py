@@ -10,6 +10,7 @@ import keras
 from kstory.export.backend_subprocess import run_under_backend
 from kstory.export.serving_files import VOCABULARY_FILE
 from kstory.export.serving_files import write_serving_files
+from kstory.workdir import load_model_file
 
 # Metadata, preprocessor config and vocabulary, beside the graph: files that
 # are not graph assets go under `assets.extra/` in a SavedModel.
@@ -159,9 +160,7 @@ def export_saved_model_file(model_path, path):
     if keras.config.backend() == "torch":
         run_under_backend("tensorflow", __name__, [model_path, path])
         return path
-    import kstory  # noqa: F401  (registers the classes the file needs)
-
-    return export_saved_model(keras.saving.load_model(model_path, compile=False), path)
+    return export_saved_model(load_model_file(model_path, compile=False), path)
 
 
 def main(argv):

@@ -7,13 +7,15 @@ import numpy as np
 
 from kstory.data.sources import load_splits
 from kstory.data.windows import story_windows
-from kstory.evaluation.evaluate import load_workdir_model
 from kstory.export.onnx_export import MANIFEST_FILE
 from kstory.export.onnx_export import onnx_graph_functions
 from kstory.export.onnx_export import run_onnx
+from kstory.serving.saved_story_model import SavedStoryModel
 from kstory.serving.story_serving_preprocessor import StoryServingPreprocessor
-from kstory.training.train import MODEL_FILE
-from kstory.training.train import load_workdir_config
+from kstory.workdir import DATA_DIR
+from kstory.workdir import MODEL_FILE
+from kstory.workdir import load_workdir_config
+from kstory.workdir import load_workdir_model
 
 
 def _workdir_of(export_dir):
@@ -29,7 +31,7 @@ def _workdir_of(export_dir):
 def held_out_windows(workdir, split="test", num_windows=8):
     """Raw frames and captions of the first windows of a held-out split."""
     config = load_workdir_config(workdir)
-    splits, _ = load_splits(config.data, os.path.join(workdir, "data"))
+    splits, _ = load_splits(config.data, os.path.join(workdir, DATA_DIR))
     stories = splits[split]
     steps = config.data.num_context_steps
     windows = story_windows(stories, steps, config.data.window_mode)[:num_windows]
@@ -71,8 +73,6 @@ def _exact(name, served, expected):
 
 
 def _check_saved_model(export_dir, model, inputs, atol):
-    from kstory.serving.saved_story_model import SavedStoryModel
-
     served = SavedStoryModel(export_dir)
     expected = keras.tree.map_structure(keras.ops.convert_to_numpy, model.predict_next(inputs))
     outputs = served.serve(inputs)

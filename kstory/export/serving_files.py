@@ -5,7 +5,7 @@ import os
 
 import keras
 
-import kstory
+from kstory.version import __version__
 
 VOCABULARY_FILE = "vocabulary.txt"
 PREPROCESSOR_FILE = "preprocessor.json"
@@ -18,7 +18,7 @@ def serving_metadata(model, export_format):
     tokenizer = model.preprocessor.tokenizer
     return {
         "format": export_format,
-        "kstory_version": kstory.__version__,
+        "kstory_version": __version__,
         "keras_version": keras.__version__,
         "exported_under_backend": keras.config.backend(),
         "num_context_steps": backbone.num_context_steps,

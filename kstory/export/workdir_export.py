@@ -7,13 +7,14 @@ from kstory.export.onnx_export import export_onnx_file
 from kstory.export.saved_model_export import SERVING_DIR
 from kstory.export.saved_model_export import export_saved_model_file
 from kstory.export.serving_files import SERVING_FILE
-from kstory.training.train import MODEL_FILE
+from kstory.workdir import EXPORT_DIR
+from kstory.workdir import MODEL_FILE
 
 EXPORT_FORMATS = ("tf_saved_model", "onnx")
 
 
 def default_export_dir(workdir, export_format):
-    return os.path.join(workdir, "export", export_format)
+    return os.path.join(workdir, EXPORT_DIR, export_format)
 
 
 def _clear_previous_export(path):

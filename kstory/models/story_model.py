@@ -7,11 +7,11 @@ import keras_hub
 from keras import ops
 
 from kstory.data.story_text_preprocessor import StoryTextPreprocessor
+from kstory.distribution import num_replicas_in_sync
+from kstory.distribution import replica_gather
+from kstory.distribution import replica_sum
 from kstory.losses.info_nce_loss import info_nce
 from kstory.models.story_backbone import StoryBackbone
-from kstory.training.distribution import num_replicas_in_sync
-from kstory.training.distribution import replica_gather
-from kstory.training.distribution import replica_sum
 
 IMAGE_LOSSES = ("mse", "mse+l1")
 _MAX_LOGIT_SCALE = 100.0

@@ -6,6 +6,8 @@ import os
 import keras
 import numpy as np
 
+from kstory.data.pipeline import load_frame
+from kstory.data.story_text_preprocessor import StoryTextPreprocessor
 from kstory.export.serving_files import PREPROCESSOR_FILE
 from kstory.export.serving_files import SERVING_FILE
 
@@ -59,21 +61,19 @@ class StoryServingPreprocessor:
     """
 
     def __init__(self, export_dir):
-        import kstory  # noqa: F401  (registers StoryTextPreprocessor)
-
         directory = _serving_dir(export_dir)
         with open(os.path.join(directory, SERVING_FILE)) as file:
             self.metadata = json.load(file)
         with open(os.path.join(directory, PREPROCESSOR_FILE)) as file:
             self.text_preprocessor = keras.saving.deserialize_keras_object(json.load(file))
+        if not isinstance(self.text_preprocessor, StoryTextPreprocessor):
+            raise ValueError(f"{PREPROCESSOR_FILE} in {directory} is not a StoryTextPreprocessor.")
         self.text_preprocessor.tokenizer.load_assets(directory)
         self.num_context_steps = self.metadata["num_context_steps"]
         self.image_size = self.metadata["image_size"]
 
     def prepare_images(self, frames):
         """Frames (bytes, paths or RGB arrays) -> uint8 `(len(frames), size, size, 3)`."""
-        from kstory.data.pipeline import load_frame
-
         return np.stack([load_frame(frame, self.image_size) for frame in frames])
 
     def prepare_texts(self, captions):
@@ -174,6 +174,4 @@ class StoryServingPreprocessor:
 
     def decode(self, token_ids):
         """Generated ids -> captions: the text between `[CLS]` and `[SEP]`."""
-        from kstory.evaluation.evaluate import decode_captions
-
-        return decode_captions(self.text_preprocessor, np.asarray(token_ids))
+        return self.text_preprocessor.generate_postprocess(np.asarray(token_ids))

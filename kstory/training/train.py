@@ -8,7 +8,6 @@ import os
 
 import keras
 
-from kstory.config import config_from_dict
 from kstory.config import config_to_dict
 from kstory.data.feature_cache import build_feature_cache
 from kstory.data.pipeline import FrameBatches
@@ -18,21 +17,26 @@ from kstory.data.sources import load_splits
 from kstory.data.story_text_preprocessor import StoryTextPreprocessor
 from kstory.data.tokenizer_loading import load_tokenizer
 from kstory.data.windows import story_windows
+from kstory.distribution import data_parallel
 from kstory.models.builders import build_story_model
 from kstory.training.batch_norm_recalibration import BatchNormRecalibration
 from kstory.training.cached_feature_trainer import CachedFeatureTrainer
-from kstory.training.distribution import data_parallel
 from kstory.training.loss_curve import plot_loss_curve
 from kstory.training.non_finite_loss_guard import NonFiniteLossGuard
 from kstory.training.resumed_early_stopping import ResumedEarlyStopping
 from kstory.training.training_state_backup import TrainingStateBackup
+from kstory.workdir import BACKUP_DIR
+from kstory.workdir import BEST_WEIGHTS_PATH
+from kstory.workdir import CONFIG_FILE
+from kstory.workdir import DATA_DIR
+from kstory.workdir import FEATURE_CACHE_DIR
+from kstory.workdir import HISTORY_FILE
+from kstory.workdir import LOGS_DIR
+from kstory.workdir import LOSS_CURVE_FILE
+from kstory.workdir import MODEL_FILE
+from kstory.workdir import SKIPPED_FILE
 
 logger = logging.getLogger("kstory.train")
-
-CONFIG_FILE = "config.json"
-MODEL_FILE = "model.keras"
-BEST_WEIGHTS_FILE = "best.weights.h5"
-SKIPPED_FILE = "skipped_stories.json"
 
 
 def check_workdir_config(config, workdir):
@@ -64,14 +68,6 @@ def check_workdir_config(config, workdir):
         json.dump(values, file, indent=2)
 
 
-def load_workdir_config(workdir):
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
-        raise ValueError(f"{workdir} has no {CONFIG_FILE}; is it a kstory workdir?")
-    with open(path) as file:
-        return config_from_dict(json.load(file))
-
-
 def _callbacks(config, workdir, backup):
     """kstory's callbacks, in the order they must run.
 
@@ -87,14 +83,14 @@ def _callbacks(config, workdir, backup):
             f"the best checkpoint in {workdir} hold the last finite weights."
         ),
         keras.callbacks.ModelCheckpoint(
-            os.path.join(workdir, "checkpoints", BEST_WEIGHTS_FILE),
+            os.path.join(workdir, BEST_WEIGHTS_PATH),
             monitor="val_loss",
             save_best_only=True,
             save_weights_only=True,
             initial_value_threshold=best_val_loss,
         ),
-        keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
-        keras.callbacks.TensorBoard(os.path.join(workdir, "logs"), write_graph=False),
+        keras.callbacks.CSVLogger(os.path.join(workdir, HISTORY_FILE), append=True),
+        keras.callbacks.TensorBoard(os.path.join(workdir, LOGS_DIR), write_graph=False),
     ]
     if config.train.early_stopping_patience:
         callbacks.append(
@@ -232,7 +228,7 @@ def train(
         extra_callbacks: more Keras callbacks, run after kstory's.
         verbose: Keras `fit` verbosity.
         coordinator_address, num_processes, process_id: multi-host JAX
-            data parallelism (see `kstory.training.distribution`); else read
+            data parallelism (see `kstory.distribution`); else read
             from the environment.
 
     Returns:
@@ -242,7 +238,7 @@ def train(
     data = config.data
     replicas, scope, shards = _distribution(config, coordinator_address, num_processes, process_id)
     keras.utils.set_random_seed(config.seed)
-    splits, skip_logs = load_splits(data, os.path.join(workdir, "data"))
+    splits, skip_logs = load_splits(data, os.path.join(workdir, DATA_DIR))
     _write_skip_report(skip_logs, os.path.join(workdir, SKIPPED_FILE))
     for split in ("train", "validation"):
         if not splits[split]:
@@ -265,7 +261,7 @@ def train(
             feature_cache = build_feature_cache(
                 splits["train"] + splits["validation"],
                 model.backbone,
-                os.path.join(workdir, "cache", "image_features"),
+                os.path.join(workdir, FEATURE_CACHE_DIR),
                 batch_size=64 * replicas,
             )
             fit_model = CachedFeatureTrainer(model)
@@ -287,7 +283,7 @@ def train(
     num_windows = len(story_windows(splits["train"], data.num_context_steps, data.window_mode))
     steps_per_epoch = num_windows // data.batch_size
     backup = TrainingStateBackup(
-        os.path.join(workdir, "backup"),
+        os.path.join(workdir, BACKUP_DIR),
         steps_per_epoch,
         seed=config.seed,
         every_batches=config.train.backup_every_batches,
@@ -296,7 +292,7 @@ def train(
         backup.restore(fit_model)
         # The config's rate, not the backed-up one: train.* may change on resume.
         fit_model.optimizer.learning_rate.assign(config.train.learning_rate)
-    _rewrite_history_csv(os.path.join(workdir, "history.csv"), backup.history)
+    _rewrite_history_csv(os.path.join(workdir, HISTORY_FILE), backup.history)
     callbacks = _callbacks(config, workdir, backup) + list(extra_callbacks)
     if not config.model.freeze_image_encoder and config.train.batch_norm_recalibration_batches:
         # First: validation and every save after it see recalibrated statistics.
@@ -335,7 +331,7 @@ def train(
         )
         if fit_model.stop_training:
             break
-    best_weights = os.path.join(workdir, "checkpoints", BEST_WEIGHTS_FILE)
+    best_weights = os.path.join(workdir, BEST_WEIGHTS_PATH)
     if config.train.early_stopping_patience and os.path.exists(best_weights):
         fit_model.load_weights(best_weights)
     if fit_model is not model:
@@ -343,5 +339,5 @@ def train(
         with scope():
             model.compile(optimizer=fit_model.optimizer, jit_compile=jit_compile)
     model.save(os.path.join(workdir, MODEL_FILE))
-    plot_loss_curve(os.path.join(workdir, "history.csv"), os.path.join(workdir, "loss_curve.png"))
+    plot_loss_curve(os.path.join(workdir, HISTORY_FILE), os.path.join(workdir, LOSS_CURVE_FILE))
     return model

@@ -1,0 +1,81 @@
+"""The layout of a run's workdir, and loading its config and model.
+
+A workdir holds one run (big_vision's `--workdir`): everything `kstory train`,
+`evaluate`, `predict` and `export` write goes under it, at the paths named
+here, so that every command agrees on them.
+
+```
+<workdir>/
+  config.json            the resolved config (CONFIG_FILE)
+  skipped_stories.json   every story the readers refused, by id (SKIPPED_FILE)
+  data/                  the embedded shards, or caches of the data (DATA_DIR)
+  backup/                the training state a killed run resumes from (BACKUP_DIR)
+  cache/image_features/  a frozen image encoder's features (FEATURE_CACHE_DIR)
+  checkpoints/best.weights.h5                        (BEST_WEIGHTS_PATH)
+  history.csv, logs/, loss_curve.png                 (HISTORY_FILE, LOGS_DIR, LOSS_CURVE_FILE)
+  model.keras            the trained model (MODEL_FILE)
+  metrics.json, metrics.md, storyboards/             (kstory evaluate)
+  predictions/           (kstory predict)
+  export/                (kstory export)
+```
+"""
+
+import json
+import os
+
+import keras
+
+from kstory.config import config_from_dict
+from kstory.models.story_model import StoryModel
+
+CONFIG_FILE = "config.json"
+SKIPPED_FILE = "skipped_stories.json"
+DATA_DIR = "data"
+BACKUP_DIR = "backup"
+FEATURE_CACHE_DIR = os.path.join("cache", "image_features")
+BEST_WEIGHTS_PATH = os.path.join("checkpoints", "best.weights.h5")
+HISTORY_FILE = "history.csv"
+LOGS_DIR = "logs"
+LOSS_CURVE_FILE = "loss_curve.png"
+MODEL_FILE = "model.keras"
+METRICS_JSON_FILE = "metrics.json"
+METRICS_MD_FILE = "metrics.md"
+STORYBOARDS_DIR = "storyboards"
+PREDICTIONS_DIR = "predictions"
+EXPORT_DIR = "export"
+
+
+def load_workdir_config(workdir):
+    """The `Config` a workdir's run was trained with.
+
+    Example:
+    >>> load_workdir_config("no/such/run")
+    Traceback (most recent call last):
+    ...
+    ValueError: no/such/run has no config.json; is it a kstory workdir?
+    """
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise ValueError(f"{workdir} has no {CONFIG_FILE}; is it a kstory workdir?")
+    with open(path) as file:
+        return config_from_dict(json.load(file))
+
+
+def load_workdir_model(workdir):
+    """The trained `StoryModel` of a workdir (its `model.keras`).
+
+    Importing this module registers kstory's classes, which the file names.
+    """
+    path = os.path.join(workdir, MODEL_FILE)
+    if not os.path.exists(path):
+        raise ValueError(f"{workdir} has no {MODEL_FILE}; train it first (kstory train).")
+    return load_model_file(path)
+
+
+def load_model_file(path, compile=True):
+    """A `StoryModel` from a `.keras` file; an error naming the file if it
+    holds something else."""
+    model = keras.saving.load_model(path, compile=compile)
+    if not isinstance(model, StoryModel):
+        raise ValueError(f"{path} holds a {type(model).__name__}, not a kstory StoryModel.")
+    return model
