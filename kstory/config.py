@@ -146,9 +146,24 @@ def config_to_dict(config):
     return dataclasses.asdict(config)
 
 
+# Keys that older kstory versions wrote and nothing ever read: a workdir that
+# holds them still loads, without them.
+_REMOVED_KEYS = {"data": ("cache", "shuffle_buffer")}
+
+
+def _without_removed_keys(values):
+    values = dict(values)
+    for section, keys in _REMOVED_KEYS.items():
+        values[section] = {
+            key: value for key, value in values.get(section, {}).items() if key not in keys
+        }
+    return values
+
+
 def config_from_dict(values):
     """Rebuilds a `Config` from `config_to_dict`'s output (a workdir's config.json)."""
     sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+    values = _without_removed_keys(values)
     for name, section in sections.items():
         known = {field.name for field in dataclasses.fields(section)}
         unknown = sorted(set(values.get(name, {})) - known)

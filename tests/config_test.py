@@ -2,6 +2,8 @@ import pytest
 
 from kstory.config import Config
 from kstory.config import apply_overrides
+from kstory.config import config_from_dict
+from kstory.config import config_to_dict
 from kstory.config import load_config
 from kstory.data.data_config import DataConfig
 
@@ -11,14 +13,14 @@ def test_overrides_parse_types():
         Config(),
         [
             "data.batch_size=4",
-            "data.cache=true",
+            "data.validate_images=false",
             "data.validation_fraction=0.2",
             "data.tokenizer=some/folder",
             "data.path=none",
             "seed=3",
         ],
     )
-    assert config.data.batch_size == 4 and config.data.cache is True
+    assert config.data.batch_size == 4 and config.data.validate_images is False
     assert config.data.validation_fraction == 0.2 and config.data.tokenizer == "some/folder"
     assert config.data.path is None and config.seed == 3
     assert Config().data.batch_size == 16  # the original is untouched
@@ -33,7 +35,7 @@ def test_unknown_key_names_the_key_and_the_valid_ones():
     "assignment, message",
     [
         ("data.batch_size=four", "data.batch_size takes an int"),
-        ("data.cache=maybe", "data.cache takes true or false"),
+        ("data.validate_images=maybe", "data.validate_images takes true or false"),
         ("data.window_mode=middle", "data.window_mode must be 'all' or 'first'"),
         ("data.source=coco", "data.source must be one of"),
         ("data.batch_size=0", "data.batch_size must be positive"),
@@ -43,6 +45,16 @@ def test_unknown_key_names_the_key_and_the_valid_ones():
 def test_bad_values_name_the_key(assignment, message):
     with pytest.raises(ValueError, match=message):
         apply_overrides(Config(), [assignment])
+
+
+def test_a_workdir_config_with_keys_nothing_read_still_loads():
+    # data.cache and data.shuffle_buffer were written by earlier versions.
+    values = config_to_dict(Config())
+    values["data"].update(cache=False, shuffle_buffer=1024)
+    assert config_from_dict(values) == Config()
+    values["data"]["cache_size"] = 3
+    with pytest.raises(ValueError, match="Unknown config key.*data.cache_size"):
+        config_from_dict(values)
 
 
 def test_real_sources_need_a_path():

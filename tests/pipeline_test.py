@@ -3,11 +3,12 @@ import io
 import keras
 import numpy as np
 import pytest
-from conftest import story_row
 from PIL import Image
 
+from conftest import story_row
 from kstory.data.parquet_shards import write_shards
 from kstory.data.pipeline import make_dataset
+from kstory.data.pipeline import make_train_stream
 from kstory.data.story import Story
 from kstory.data.story_reasoning_reader import read_story_reasoning
 from kstory.data.story_text_preprocessor import StoryTextPreprocessor
@@ -100,15 +101,6 @@ def test_same_seed_same_order_and_reshuffled_each_epoch(valued_stories, valued_p
     assert epoch_1 != unshuffled
 
 
-def test_cache_gives_the_same_samples(valued_stories, valued_preprocessor):
-    kwargs = dict(image_size=8, target_image_size=8, batch_size=50)
-    plain = next(iter(make_dataset(valued_stories, valued_preprocessor, **kwargs)))
-    cached_dataset = make_dataset(valued_stories, valued_preprocessor, cache=True, **kwargs)
-    for _ in range(2):
-        cached = next(iter(cached_dataset))
-        np.testing.assert_array_equal(cached[0]["images"].numpy(), plain[0]["images"].numpy())
-
-
 def test_first_mode_uses_one_window_per_story(valued_stories, valued_preprocessor):
     dataset = make_dataset(
         valued_stories,
@@ -196,21 +188,17 @@ def test_feeds_model_fit_on_the_active_backend(embedded_stories, learned_tokeniz
     assert np.isfinite(losses).all() and losses[1] < losses[0]
 
 
-@pytest.mark.parametrize("epochs", [None, 1])
-def test_shards_together_read_the_global_batches(embedded_stories, learned_tokenizer, epochs):
+@pytest.mark.parametrize("stream", [False, True])
+def test_shards_together_read_the_global_batches(embedded_stories, learned_tokenizer, stream):
     preprocessor = StoryTextPreprocessor(learned_tokenizer, 48, 48)
-    options = dict(
-        image_size=16,
-        target_image_size=8,
-        batch_size=4,
-        shuffle=True,
-        seed=3,
-        epochs=epochs,
-        drop_remainder=True,
-    )
+    options = dict(image_size=16, target_image_size=8, batch_size=4, seed=3)
+    if stream:
+        build, options = make_train_stream, dict(options, epochs=1)
+    else:
+        build, options = make_dataset, dict(options, shuffle=True, drop_remainder=True)
 
     def batches(**shard):
-        dataset = make_dataset(embedded_stories[:6], preprocessor, **options, **shard)
+        dataset = build(embedded_stories[:6], preprocessor, **options, **shard)
         return [sorted(map(tuple, x["decoder_token_ids"].numpy().tolist())) for x, _ in dataset]
 
     whole = batches()
@@ -222,22 +210,20 @@ def test_shards_together_read_the_global_batches(embedded_stories, learned_token
 
 
 def test_a_resumed_stream_skips_the_batches_already_trained(valued_stories, valued_preprocessor):
-    options = dict(image_size=8, target_image_size=8, batch_size=2, shuffle=True, seed=5, epochs=3)
+    options = dict(image_size=8, target_image_size=8, batch_size=2, seed=5, epochs=3)
 
     def batches(**position):
-        dataset = make_dataset(valued_stories, valued_preprocessor, **options, **position)
+        dataset = make_train_stream(valued_stories, valued_preprocessor, **options, **position)
         return [inputs["decoder_token_ids"].numpy().tolist() for inputs, _ in dataset]
 
     whole = batches()
     steps = len(whole) // 3
     # Resumed in epoch 2 after 1 batch: the rest of the same stream.
     assert batches(first_epoch=1, first_step=1) == whole[steps + 1 :]
+    # Each epoch is its own seeded permutation.
+    assert whole[:steps] != whole[steps : 2 * steps]
     with pytest.raises(ValueError, match=rf"first_step must be in \[0, {steps}\)"):
-        make_dataset(valued_stories, valued_preprocessor, **options, first_step=steps)
-    with pytest.raises(ValueError, match="pass epochs"):
-        make_dataset(
-            valued_stories, valued_preprocessor, **{**options, "epochs": None}, first_step=1
-        )
+        make_train_stream(valued_stories, valued_preprocessor, **options, first_step=steps)
 
 
 def test_frame_keys_match_exactly_when_the_frames_do(valued_stories, valued_preprocessor):

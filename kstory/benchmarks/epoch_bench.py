@@ -11,7 +11,7 @@ from PIL import Image
 
 from kstory.benchmarks.train_step_bench import BENCH_SHAPES
 from kstory.data.feature_cache import build_feature_cache
-from kstory.data.pipeline import make_dataset
+from kstory.data.pipeline import make_train_stream
 from kstory.data.pipeline import pipeline_options
 from kstory.data.story import Story
 from kstory.data.story_text_preprocessor import StoryTextPreprocessor
@@ -126,7 +126,7 @@ def run_epoch_bench(shape_name="cpu", num_stories=STORY_REASONING_TRAIN_STORIES,
     )
     num_windows = len(story_windows(stories, data.num_context_steps))
     steps = num_windows // data.batch_size
-    options = dict(pipeline_options(data), shuffle=True, seed=seed, epochs=epochs)
+    options = dict(pipeline_options(data), seed=seed, epochs=epochs)
 
     def timed_fit(fit_model, dataset):
         timer = _EpochTimer()
@@ -134,14 +134,14 @@ def run_epoch_bench(shape_name="cpu", num_stories=STORY_REASONING_TRAIN_STORIES,
         return timer.seconds
 
     start = time.perf_counter()
-    for _ in make_dataset(stories, preprocessor, **dict(options, epochs=1)):
+    for _ in make_train_stream(stories, preprocessor, **dict(options, epochs=1)):
         pass
     decode_s = time.perf_counter() - start
 
     keras.utils.set_random_seed(seed)
     model = build_story_model(model_config, data, preprocessor)
     model.compile(optimizer=keras.optimizers.AdamW(1e-4))
-    naive = timed_fit(model, make_dataset(stories, preprocessor, **options))
+    naive = timed_fit(model, make_train_stream(stories, preprocessor, **options))
 
     keras.utils.set_random_seed(seed)
     model = build_story_model(model_config, data, preprocessor)
@@ -152,7 +152,7 @@ def run_epoch_bench(shape_name="cpu", num_stories=STORY_REASONING_TRAIN_STORIES,
         trainer = CachedFeatureTrainer(model)
         trainer.compile(optimizer=keras.optimizers.AdamW(1e-4))
         cached = timed_fit(
-            trainer, make_dataset(stories, preprocessor, feature_cache=cache, **options)
+            trainer, make_train_stream(stories, preprocessor, feature_cache=cache, **options)
         )
         unique_frames = cache.info["num_frames"]
     return {

@@ -40,8 +40,6 @@ class DataConfig:
         sequence_length: int. Tokens per context caption.
         decoder_sequence_length: int. Tokens of the decoder input/target.
         batch_size: int. Windows per batch.
-        shuffle_buffer: int. Shuffle buffer when `cache` is on.
-        cache: bool. Keep decoded windows in memory after the first epoch.
         validate_images: bool. Decode every image once while reading.
     """
 
@@ -66,8 +64,6 @@ class DataConfig:
     sequence_length: int = 48
     decoder_sequence_length: int = 48
     batch_size: int = 16
-    shuffle_buffer: int = 1024
-    cache: bool = False
     validate_images: bool = True
 
     def __post_init__(self):
@@ -94,7 +90,6 @@ class DataConfig:
             "sequence_length",
             "decoder_sequence_length",
             "batch_size",
-            "shuffle_buffer",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"data.{name} must be positive; got {getattr(self, name)}.")

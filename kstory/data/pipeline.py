@@ -72,23 +72,20 @@ def make_dataset(
     window_mode="all",
     batch_size=8,
     shuffle=False,
-    shuffle_buffer=1024,
     seed=0,
-    cache=False,
     drop_remainder=False,
-    epochs=None,
-    first_epoch=0,
-    first_step=0,
     feature_cache=None,
     num_shards=1,
     shard_index=0,
     frame_keys=False,
 ):
-    """Builds the `(inputs, targets)` dataset that `model.fit` consumes.
+    """The `(inputs, targets)` dataset of every window, for evaluation and `fit`.
 
     Each sample is one window: `num_context_steps` consecutive frames and the
     frame after them. Images are decoded and resized in parallel; captions are
-    tokenised per batch by `preprocessor`.
+    tokenised per batch by `preprocessor`. Windows come in order (story, then
+    first frame), or reshuffled each iteration with `shuffle`. `kstory train`
+    reads `make_train_stream` instead, which resumes exactly.
 
     Inputs:
         - `images`: uint8 `(batch, num_context_steps, image_size, image_size, 3)`.
@@ -115,28 +112,17 @@ def make_dataset(
         num_context_steps: int. Context frames per window.
         window_mode: str. `"all"` windows, or only each story's `"first"`.
         batch_size: int. Samples per batch.
-        shuffle: bool. Shuffle windows, reshuffled each epoch, seeded.
-        shuffle_buffer: int. Shuffle buffer when `cache` is on; without
-            cache the shuffle is a full permutation of window indices.
+        shuffle: bool. A full permutation of the windows, seeded, and
+            reshuffled each iteration (each `fit` epoch).
         seed: int. Seed of the shuffle.
-        cache: bool. Keep decoded samples in memory after the first epoch.
         drop_remainder: bool. Drop the last partial batch.
-        epochs: int. For training with exact resume: one stream of epochs
-            `first_epoch..epochs-1`, each a fresh shuffle seeded by
-            `(seed, epoch)` and cut to `num_windows // batch_size` full
-            batches, so that epoch k has the same batches whether or not the
-            run was interrupted before it. Pass `steps_per_epoch` to `fit`.
-        first_epoch: int. The epoch the stream starts at (a resumed run's).
-        first_step: int. Batches of `first_epoch` to skip (a run resumed
-            mid-epoch has trained on them).
         feature_cache: `FeatureCache` holding every frame of `stories`. Then
             windows read the frozen image encoder's features and small frames
             from it instead of decoding images (for `CachedFeatureTrainer`).
         num_shards: int. Processes that split each batch (multi-host data
-            parallelism): this one reads every `num_shards`-th window of the
-            stream, from `shard_index`, in batches of `batch_size //
-            num_shards`; together the processes read the global batches of
-            the unsharded stream.
+            parallelism): this one reads every `num_shards`-th window, from
+            `shard_index`, in batches of `batch_size // num_shards`; every
+            shard reads the same number of full batches.
         shard_index: int. This process's shard.
         frame_keys: bool. Add the `context_frame_keys` target (`kstory
             train` does). Off by default: a model compiled with one loss
@@ -148,38 +134,150 @@ def make_dataset(
     inputs, targets = next(iter(dataset))
     ```
     """
-    windows = story_windows(stories, num_context_steps, window_mode)
-    if len(windows) == 0:
-        raise ValueError(
-            f"No {num_context_steps + 1}-frame window in {len(stories)} stories; "
-            "each story needs more frames than num_context_steps."
-        )
-    # One flat table of frames; a window is the global index of its frames.
-    offsets = np.cumsum([0] + [story.num_frames for story in stories])
-    frame_indices = (
-        offsets[windows[:, 0]][:, None] + windows[:, 1][:, None] + np.arange(num_context_steps + 1)
+    windows = _Windows(
+        stories,
+        preprocessor,
+        num_context_steps,
+        window_mode,
+        image_size,
+        target_image_size,
+        feature_cache,
+        frame_keys,
     )
-    frame_texts = tf.constant([text for story in stories for text in story.texts])
-    if feature_cache is None:
-        load_frames = _frame_loader(stories, num_context_steps, image_size, target_image_size)
-        image_keys = ("images",)
-    else:
-        feature_cache.check_sizes(image_size, target_image_size)
-        load_frames = feature_cache.window_loader(stories, num_context_steps)
-        image_keys = ("image_features", "last_frames")
+    dataset = tf.data.Dataset.from_tensor_slices(windows.frame_indices)
+    if shuffle:
+        dataset = dataset.shuffle(len(windows), seed=seed, reshuffle_each_iteration=True)
+    if num_shards > 1:
+        dataset = dataset.take(len(windows) // batch_size * batch_size)
+    return windows.batches(dataset, batch_size, num_shards, shard_index, drop_remainder)
 
-    def load_window(indices):
-        texts = tf.gather(frame_texts, indices)
+
+def make_train_stream(
+    stories,
+    preprocessor,
+    epochs,
+    first_epoch=0,
+    first_step=0,
+    seed=0,
+    image_size=64,
+    target_image_size=64,
+    num_context_steps=4,
+    window_mode="all",
+    batch_size=8,
+    feature_cache=None,
+    num_shards=1,
+    shard_index=0,
+    frame_keys=False,
+):
+    """The training stream: epochs `first_epoch..epochs-1` in one dataset,
+    resumable at any batch.
+
+    Each epoch is a fresh permutation of the windows seeded by `(seed,
+    epoch)` and cut to `len(windows) // batch_size` full batches, so epoch k
+    has the same batches whether or not the run was interrupted before it,
+    and a run resumed at `(first_epoch, first_step)` reads exactly the
+    batches it had left. Pass `steps_per_epoch` to `fit`. Samples are those
+    of `make_dataset`.
+
+    Args:
+        stories: list of `Story`.
+        preprocessor: `StoryTextPreprocessor`.
+        epochs: int. The epoch the stream ends before.
+        first_epoch: int. The epoch the stream starts at (a resumed run's).
+        first_step: int. Batches of `first_epoch` to skip (a run resumed
+            mid-epoch has trained on them).
+        seed: int. Seed of every epoch's permutation.
+        image_size, target_image_size, num_context_steps, window_mode,
+            batch_size, feature_cache, num_shards, shard_index, frame_keys:
+            as for `make_dataset`.
+    """
+    windows = _Windows(
+        stories,
+        preprocessor,
+        num_context_steps,
+        window_mode,
+        image_size,
+        target_image_size,
+        feature_cache,
+        frame_keys,
+    )
+    steps = len(windows) // batch_size
+    if steps == 0:
+        raise ValueError(
+            f"{len(windows)} windows make no full batch of {batch_size}; lower data.batch_size."
+        )
+    if not 0 <= first_step < steps:
+        raise ValueError(f"first_step must be in [0, {steps}); got {first_step}.")
+    all_windows = tf.constant(windows.frame_indices)
+
+    def epoch_windows(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            all_windows, seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+        )
+        return tf.data.Dataset.from_tensor_slices(order[: steps * batch_size])
+
+    dataset = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_windows)
+    dataset = dataset.skip(first_step * batch_size)
+    return windows.batches(dataset, batch_size, num_shards, shard_index)
+
+
+class _Windows:
+    """The per-window work both datasets share: which frames each window
+    takes, how they load, and how a batch is tokenised."""
+
+    def __init__(
+        self,
+        stories,
+        preprocessor,
+        num_context_steps,
+        window_mode,
+        image_size,
+        target_image_size,
+        feature_cache,
+        frame_keys,
+    ):
+        windows = story_windows(stories, num_context_steps, window_mode)
+        if len(windows) == 0:
+            raise ValueError(
+                f"No {num_context_steps + 1}-frame window in {len(stories)} stories; "
+                "each story needs more frames than num_context_steps."
+            )
+        # One flat table of frames; a window is the global index of its frames.
+        offsets = np.cumsum([0] + [story.num_frames for story in stories])
+        self.frame_indices = (
+            offsets[windows[:, 0]][:, None]
+            + windows[:, 1][:, None]
+            + np.arange(num_context_steps + 1)
+        ).astype(np.int64)
+        self.frame_texts = tf.constant([text for story in stories for text in story.texts])
+        if feature_cache is None:
+            self.load_frames = _frame_loader(
+                stories, num_context_steps, image_size, target_image_size
+            )
+            self.image_keys = ("images",)
+        else:
+            feature_cache.check_sizes(image_size, target_image_size)
+            self.load_frames = feature_cache.window_loader(stories, num_context_steps)
+            self.image_keys = ("image_features", "last_frames")
+        self.preprocessor = preprocessor
+        self.num_context_steps = num_context_steps
+        self.frame_keys = frame_keys
+
+    def __len__(self):
+        return len(self.frame_indices)
+
+    def load_window(self, indices):
+        texts = tf.gather(self.frame_texts, indices)
         return {
-            **load_frames(indices),
-            "context_texts": texts[:num_context_steps],
-            "next_text": texts[num_context_steps],
+            **self.load_frames(indices),
+            "context_texts": texts[: self.num_context_steps],
+            "next_text": texts[self.num_context_steps],
         }
 
-    def tokenize(batch):
-        text = preprocessor(batch["context_texts"], batch["next_text"])
+    def tokenize(self, batch):
+        text = self.preprocessor(batch["context_texts"], batch["next_text"])
         inputs = {
-            **{key: batch[key] for key in image_keys},
+            **{key: batch[key] for key in self.image_keys},
             "token_ids": text["token_ids"],
             # int32, as the model declares it (a bool batch cannot be
             # averaged across replicas, which Keras does under tf.distribute).
@@ -187,54 +285,23 @@ def make_dataset(
             "decoder_token_ids": text["decoder_token_ids"],
         }
         targets = {"next_image": batch["next_image"], "next_token_ids": text["next_token_ids"]}
-        if frame_keys:
+        if self.frame_keys:
             targets["context_frame_keys"] = batch["frame_keys"]
         return inputs, targets
 
-    if first_step and epochs is None:
-        raise ValueError("make_dataset(first_step=...) resumes the training stream; pass epochs.")
-    dataset = tf.data.Dataset.from_tensor_slices(frame_indices.astype(np.int64))
-    if epochs is not None:
-        if cache or not shuffle:
-            raise ValueError(
-                "make_dataset(epochs=...) is the shuffled training stream; "
-                "it takes shuffle=True and cache=False."
-            )
-        steps = len(frame_indices) // batch_size
-        if steps == 0:
-            raise ValueError(
-                f"{len(frame_indices)} windows make no full batch of {batch_size}; "
-                "lower data.batch_size."
-            )
-        all_windows = tf.constant(frame_indices.astype(np.int64))
-
-        def epoch_windows(epoch):
-            order = tf.random.experimental.stateless_shuffle(
-                all_windows, seed=tf.stack([tf.constant(seed, tf.int64), epoch])
-            )
-            return tf.data.Dataset.from_tensor_slices(order[: steps * batch_size])
-
-        if not 0 <= first_step < steps:
-            raise ValueError(f"first_step must be in [0, {steps}); got {first_step}.")
-        dataset = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_windows)
-        dataset = dataset.skip(first_step * batch_size)
-    elif shuffle and not cache:
-        dataset = dataset.shuffle(len(frame_indices), seed=seed, reshuffle_each_iteration=True)
-    if num_shards > 1:
-        if batch_size % num_shards:
-            raise ValueError(f"batch_size {batch_size} does not split over {num_shards} shards.")
-        if epochs is None:  # Every shard reads the same number of full batches.
-            dataset = dataset.take(len(frame_indices) // batch_size * batch_size)
-        dataset = dataset.shard(num_shards, shard_index)
-        batch_size //= num_shards
-    dataset = dataset.map(load_window, num_parallel_calls=tf.data.AUTOTUNE)
-    if cache:
-        dataset = dataset.cache()
-        if shuffle:
-            dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    dataset = dataset.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    def batches(self, dataset, batch_size, num_shards=1, shard_index=0, drop_remainder=False):
+        """Window indices -> this shard's tokenised batches, prefetched."""
+        if num_shards > 1:
+            if batch_size % num_shards:
+                raise ValueError(
+                    f"batch_size {batch_size} does not split over {num_shards} shards."
+                )
+            dataset = dataset.shard(num_shards, shard_index)
+            batch_size //= num_shards
+        dataset = dataset.map(self.load_window, num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+        dataset = dataset.map(self.tokenize, num_parallel_calls=tf.data.AUTOTUNE)
+        return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def frame_key(encoded):

@@ -12,6 +12,7 @@ from kstory.config import config_to_dict
 from kstory.data.feature_cache import build_feature_cache
 from kstory.data.pipeline import FrameBatches
 from kstory.data.pipeline import make_dataset
+from kstory.data.pipeline import make_train_stream
 from kstory.data.pipeline import pipeline_options
 from kstory.data.sources import load_splits
 from kstory.data.story_text_preprocessor import StoryTextPreprocessor
@@ -310,14 +311,13 @@ def train(
             ),
         )
     for first_epoch, epochs, first_step in _fit_phases(backup, config.train.epochs, workdir):
-        train_dataset = make_dataset(
+        train_dataset = make_train_stream(
             splits["train"],
             preprocessor,
-            shuffle=True,
-            seed=config.seed,
             epochs=epochs,
             first_epoch=first_epoch,
             first_step=first_step,
+            seed=config.seed,
             **dataset_options,
         )
         fit_model.fit(
