@@ -42,8 +42,8 @@ DOCTESTS := tests kstory --doctest-modules
 
 # ruff: pycodestyle errors, pyflakes and import order, and the formatter.
 lint: setup
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff check --no-cache .
+	$(BIN)/ruff format --no-cache --check .
 
 test: setup lint
 	@for backend in tensorflow jax; do \

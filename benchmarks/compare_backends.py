@@ -20,7 +20,8 @@ def main():
     parser.add_argument("--report", help="Write the table, with provenance, here.")
     args = parser.parse_args()
 
-    from kstory.benchmarks.subprocess_bench import bench_in_subprocess
+    from subprocess_bench import bench_in_subprocess
+
     from kstory.provenance import write_script_report
 
     results = [

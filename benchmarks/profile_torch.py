@@ -27,8 +27,8 @@ def main():
     import keras
     import torch
 
-    from kstory.benchmarks.train_step_bench import BENCH_SHAPES
-    from kstory.benchmarks.train_step_bench import synthetic_batches
+    from kstory.bench.train_step_bench import BENCH_SHAPES
+    from kstory.bench.train_step_bench import synthetic_batches
     from kstory.models.builders import build_story_model
 
     shape = BENCH_SHAPES[args.shape]

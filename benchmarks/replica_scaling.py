@@ -14,7 +14,7 @@ import json
 
 
 def bench(devices, arguments, data_parallel=True):
-    from kstory.benchmarks.subprocess_bench import bench_in_subprocess
+    from subprocess_bench import bench_in_subprocess
 
     flags = ["--data-parallel"] if data_parallel else []
     env = {"KERAS_BACKEND": "jax", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}

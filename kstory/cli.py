@@ -100,7 +100,7 @@ def _parser():
     )
     bench.add_argument(
         "--shape",
-        help="tiny, cpu or paper (see kstory.benchmarks); default tiny, and cpu with --epoch.",
+        help="tiny, cpu or paper (see kstory.bench); default tiny, and cpu with --epoch.",
     )
     bench.add_argument(
         "--epoch",
@@ -279,11 +279,11 @@ def _serve_check(args):
 def _bench(args):
     if args.epoch:
         # Imported here: the epoch benchmark needs tf.data; the step one does not.
-        from kstory.benchmarks.epoch_bench import run_epoch_bench
+        from kstory.bench.epoch_bench import run_epoch_bench
 
         result = run_epoch_bench(args.shape or "cpu", args.stories, args.epochs)
     else:
-        from kstory.benchmarks.train_step_bench import run_train_step_bench
+        from kstory.bench.train_step_bench import run_train_step_bench
 
         result = run_train_step_bench(
             args.shape or "tiny",

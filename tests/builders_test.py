@@ -3,9 +3,9 @@ import os
 import keras
 import numpy as np
 import pytest
+
 from conftest import tiny_data_config
 from conftest import tiny_model_config
-
 from kstory.models.builders import build_image_encoder
 from kstory.models.builders import build_story_model
 from kstory.models.builders import build_text_backbone

@@ -1,7 +1,7 @@
 import pytest
 
-from kstory.benchmarks.epoch_bench import run_epoch_bench
-from kstory.benchmarks.epoch_bench import synthetic_stories
+from kstory.bench.epoch_bench import run_epoch_bench
+from kstory.bench.epoch_bench import synthetic_stories
 
 
 def test_synthetic_stories_are_shaped_like_story_reasoning():

@@ -3,9 +3,9 @@ import os
 import keras
 import numpy as np
 import pytest
+
 from conftest import build_tiny_model
 from conftest import png_bytes
-
 from kstory.data import feature_cache as feature_cache_lib
 from kstory.data.feature_cache import build_feature_cache
 from kstory.data.feature_cache import encoder_fingerprint

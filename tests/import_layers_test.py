@@ -23,7 +23,7 @@ LAYERS = {
     "kstory.config": 4,
     "kstory.training": 4,
     "kstory.workdir": 4,
-    "kstory.benchmarks": 5,
+    "kstory.bench": 5,
     "kstory.evaluation": 5,
     "kstory.export": 5,
     "kstory.serving": 5,

@@ -3,8 +3,8 @@
 import keras
 import numpy as np
 import pytest
-from conftest import build_tiny_model
 
+from conftest import build_tiny_model
 from kstory.data.pipeline import make_dataset
 from kstory.data.story_text_preprocessor import StoryTextPreprocessor
 from kstory.data.tokenizer_loading import load_tokenizer

@@ -4,9 +4,9 @@ import os
 import keras
 import numpy as np
 import pytest
-from conftest import build_tiny_model
 from test_case import to_numpy
 
+from conftest import build_tiny_model
 from kstory.export.onnx_export import GRAPHS
 from kstory.export.onnx_export import MANIFEST_FILE
 from kstory.export.onnx_export import export_onnx

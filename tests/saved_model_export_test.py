@@ -3,9 +3,9 @@ import os
 import keras
 import numpy as np
 import pytest
-from conftest import build_tiny_model
 from test_case import to_numpy
 
+from conftest import build_tiny_model
 from kstory.export.saved_model_export import SERVING_DIR
 from kstory.export.saved_model_export import SIGNATURES
 from kstory.export.saved_model_export import export_saved_model

@@ -2,9 +2,9 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
-from conftest import tiny_image_encoder
 from test_case import TestCase
 
+from conftest import tiny_image_encoder
 from kstory.models.story_backbone import StoryBackbone
 
 

@@ -5,10 +5,10 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import build_tiny_model
 from test_case import TestCase
 from test_case import to_numpy
 
+from conftest import build_tiny_model
 from kstory.models.story_model import StoryModel
 
 LOSS_TERMS = ("loss", "image_loss", "text_loss", "contrastive_loss")

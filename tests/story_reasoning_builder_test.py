@@ -1,9 +1,9 @@
 import numpy as np
 import tensorflow_datasets as tfds
-from conftest import png_bytes
-from conftest import story_row
 
 import kstory.data.story_reasoning_builder  # noqa: F401  (registers the builder)
+from conftest import png_bytes
+from conftest import story_row
 from kstory.data.parquet_shards import write_shards
 
 

@@ -2,10 +2,10 @@ import io
 
 import numpy as np
 import pytest
-from conftest import png_bytes
-from conftest import story_row
 from PIL import Image
 
+from conftest import png_bytes
+from conftest import story_row
 from kstory.data.parquet_shards import write_shards
 from kstory.data.story_parser import parse_story_frames
 from kstory.data.story_reasoning_reader import read_story_reasoning

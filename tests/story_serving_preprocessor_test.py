@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-from conftest import build_tiny_model
 
+from conftest import build_tiny_model
 from kstory.data.pipeline import make_dataset
 from kstory.export.serving_files import write_serving_files
 from kstory.serving import StoryServingPreprocessor

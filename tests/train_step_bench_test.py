@@ -6,9 +6,9 @@ import sys
 import keras
 import pytest
 
-from kstory.benchmarks.train_step_bench import BENCH_SHAPES
-from kstory.benchmarks.train_step_bench import run_train_step_bench
-from kstory.benchmarks.train_step_bench import synthetic_batches
+from kstory.bench.train_step_bench import BENCH_SHAPES
+from kstory.bench.train_step_bench import run_train_step_bench
+from kstory.bench.train_step_bench import synthetic_batches
 
 # Runs `kstory bench` with TensorFlow made unimportable, as on the GPU
 # machines, which carry JAX and PyTorch only.

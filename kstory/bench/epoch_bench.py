@@ -9,7 +9,7 @@ import keras
 import numpy as np
 from PIL import Image
 
-from kstory.benchmarks.train_step_bench import BENCH_SHAPES
+from kstory.bench.train_step_bench import BENCH_SHAPES
 from kstory.data.feature_cache import build_feature_cache
 from kstory.data.pipeline import make_train_stream
 from kstory.data.pipeline import pipeline_options
