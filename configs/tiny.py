@@ -24,7 +24,7 @@ def get_config(smoke=False):
     data = DataConfig(
         source="embedded",
         # Enough stories that the image decoder learns the announced scene
-        # change instead of memorising the training frames (issue 14); few
+        # change instead of memorising the training frames (docs/fusion.md); few
         # epochs over them, and a small test share, keep the demo short.
         num_stories=900,
         embedded_test_fraction=0.05,

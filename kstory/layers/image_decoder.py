@@ -15,7 +15,7 @@ class ImageDecoder(keras.layers.Layer):
 
     The hidden layers use GELU: with ReLU, the first upsampling's units of
     the tiny model all died early in training (0.01% non-zero), which cut the
-    story state off from the picture (issue 14).
+    story state off from the picture (docs/fusion.md).
 
     With `residual=True` the decoder predicts a change to the last context
     frame: the output is `sigmoid(logit(last_frame) + delta)`. `delta` comes
@@ -85,7 +85,7 @@ class ImageDecoder(keras.layers.Layer):
             # FiLM: the story state scales and shifts each refinement's
             # channels. A change that covers the frame (a new scene's
             # background) is one shift per channel, which the upsampling
-            # path alone drew too weakly to learn (issue 14). Zero-initialised:
+            # path alone drew too weakly to learn. Zero-initialised:
             # training starts from the unmodulated decoder.
             self.modulation = keras.layers.Dense(
                 2 * _REFINEMENT_FILTERS * len(self.refinements),

@@ -70,7 +70,7 @@ def set_batch_norm_momentum(model, momentum):
     leaves three quarters of the initial values in place, every layer's
     inference-mode output is mis-scaled, the errors compound over the
     network's 30-50 normalisations, and the pooled features come out the same
-    for every frame (kstory issue 14). A frozen pretrained encoder runs its
+    for every frame (docs/fusion.md). A frozen pretrained encoder runs its
     normalisations in inference mode and never updates them, so this only
     matters for a trained one.
 

@@ -382,7 +382,7 @@ class StoryBackbone(keras_hub.models.Backbone):
         caption, at inference the generated one. The contrastive loss aligns a
         caption's embedding with its frame's, so the embedding carries what the
         frame shows, such as an announced change of scene, which the story
-        state alone did not learn to carry (issue 14; docs/fusion.md).
+        state alone did not learn to carry (docs/fusion.md).
         """
         condition = ops.concatenate(
             [story_state, ops.cast(caption_embedding, story_state.dtype)], axis=-1

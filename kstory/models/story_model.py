@@ -82,7 +82,7 @@ class StoryModel(keras_hub.models.Task):
             `bag_of_words_loss`). Unlike the decoder's loss, whose
             words mostly follow from the context captions' tokens, it rewards
             a story state that carries every fact the next caption states,
-            including those only the images show (issue 14). 0 (the default)
+            including those only the images show (docs/fusion.md). 0 (the default)
             builds no head.
         pad_token_id: int. Token id ignored by the text loss; defaults to the
             preprocessor's tokenizer's.

@@ -14,7 +14,7 @@ def recalibrate_batch_norm(encoder, batches, preprocess=None):
     still near those values, every layer's inference-mode output is
     mis-scaled, the errors compound over the network, and a
     keras.applications encoder gives the same features for every frame
-    (kstory issue 14). Here each statistic becomes the plain average of its
+    (docs/fusion.md). Here each statistic becomes the plain average of its
     batch statistics over `batches`, computed in training mode (as the layer
     saw them in training) with the current weights. No weight changes.
 
