@@ -316,6 +316,22 @@ class TestGeneration(TestCase):
                 atol=1e-5,
             )
 
+    def test_save_to_preset_and_from_preset_round_trip(
+        self, tiny_preprocessor, tiny_batch, tmp_path
+    ):
+        # keras-hub's way of sharing a model: a folder with the config, the
+        # weights, the preprocessor and the tokenizer's vocabulary.
+        model = build_tiny_model(tiny_preprocessor, compile=False, text_decoder_attention_heads=2)
+        inputs = {name: tiny_batch[0][name] for name in ("images", "token_ids", "padding_mask")}
+        expected = to_numpy(model.predict_next(inputs))
+        preset = str(tmp_path / "preset")
+        model.save_to_preset(preset)
+        restored = StoryModel.from_preset(preset)
+        assert isinstance(restored, StoryModel) and restored.preprocessor is not None
+        outputs = to_numpy(restored.predict_next(inputs))
+        self.assert_allclose(outputs["next_image"], expected["next_image"], atol=1e-6)
+        np.testing.assert_array_equal(outputs["next_token_ids"], expected["next_token_ids"])
+
     def test_keras_file_loads_with_its_optimizer_on_another_backend(
         self, tiny_preprocessor, tiny_dataset, tiny_batch, tmp_path
     ):
