@@ -11,6 +11,7 @@ NOTEBOOKS = sorted(os.path.basename(path) for path in glob.glob(f"{NOTEBOOK_DIR}
 
 # What each notebook must print when it works, beyond running without error.
 EXPECTED_OUTPUT = {
+    "00_model_fit.ipynb": ["'val_loss'", "predicted:", "image/png"],
     "01_quickstart.ipynb": ["| copy last caption |", "| copy last frame |", "image/png"],
     "02_backends.ipynb": ["next caption:", "largest pixel difference"],
     "03_real_data.ipynb": ["stories;", "frame 1:", "cosine, paraphrase:", "windows"],
