@@ -4,6 +4,7 @@ import dataclasses
 import os
 
 from kstory.evaluation.evaluate import evaluate
+from kstory.evaluation.input_reliance import reliance_drop
 from kstory.training.train import train
 
 _TEXT = ("BLEU-4", "METEOR", "CIDEr")
@@ -100,11 +101,7 @@ def format_ablation(results):
         described = ", ".join(f"{key}={value}" for key, value in changes.items())
         label = f"{name} ({described})" if described else name
         retrieval = {} if "modalities" in changes else metrics["retrieval"]["model"]
-        reliance = {
-            (v["output"], v["shuffled"]): v["relative_drop"]
-            for v in metrics["input_reliance"]["verdicts"]
-        }
-        reliance = {key: reliance[key[:2]] for key in _RELIANCE}
+        reliance = {key: reliance_drop(metrics, *key[:2]) for key in _RELIANCE}
         table += row(
             label, metrics["text"]["model"], metrics["image"]["model"], retrieval, reliance
         )

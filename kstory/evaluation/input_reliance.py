@@ -91,6 +91,14 @@ def input_reliance(runs):
     return section
 
 
+def reliance_drop(metrics, output, modality):
+    """How much worse `output` got with `modality` shuffled, from a run's metrics."""
+    for verdict in metrics["input_reliance"]["verdicts"]:
+        if verdict["output"] == output and verdict["shuffled"] == modality:
+            return verdict["relative_drop"]
+    raise KeyError((output, modality))
+
+
 def format_input_reliance(section):
     """Markdown: a table of the three runs, then one verdict per line."""
     columns = [

@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 from kstory.evaluation.evaluate import evaluate
+from kstory.evaluation.input_reliance import reliance_drop
 from kstory.training.train import train
 
 # (section, row, score) of the headline figures; higher is better unless noted.
@@ -20,21 +21,14 @@ HEADLINES = (
 )
 
 
-def _reliance(metrics, output, modality):
-    for verdict in metrics["input_reliance"]["verdicts"]:
-        if verdict["output"] == output and verdict["shuffled"] == modality:
-            return verdict["relative_drop"]
-    raise KeyError((output, modality))
-
-
 def headline_scores(metrics):
     """The headline scores of one run's metrics, as a flat dict."""
     scores = {
         f"{row} {name}" if row != "model" else name: metrics[section][row][name]
         for section, row, name in HEADLINES
     }
-    scores["caption drop, images shuffled"] = _reliance(metrics, "caption", "images")
-    scores["image drop, captions shuffled"] = _reliance(metrics, "next image", "captions")
+    scores["caption drop, images shuffled"] = reliance_drop(metrics, "caption", "images")
+    scores["image drop, captions shuffled"] = reliance_drop(metrics, "next image", "captions")
     return scores
 
 
