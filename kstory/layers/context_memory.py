@@ -63,5 +63,14 @@ class ContextMemory(keras.layers.Layer):
             flat += self.num_steps
         return (sequence_shape[0], flat, self.units), (sequence_shape[0], flat)
 
+    def compute_output_spec(self, sequence, padding_mask, images=None):
+        memory_shape, mask_shape = self.compute_output_shape(
+            sequence.shape, padding_mask.shape, None if images is None else images.shape
+        )
+        return (
+            keras.KerasTensor(memory_shape, dtype=self.compute_dtype),
+            keras.KerasTensor(mask_shape, dtype="bool"),
+        )
+
     def get_config(self):
         return {**super().get_config(), "units": self.units, "num_steps": self.num_steps}

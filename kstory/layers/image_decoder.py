@@ -161,6 +161,10 @@ class ImageDecoder(keras.layers.Layer):
     def compute_output_shape(self, story_state_shape, last_frames_shape=None):
         return (story_state_shape[0], self.image_size, self.image_size, 3)
 
+    def compute_output_spec(self, story_state, last_frames=None):
+        # float32 under any policy: the output head (`to_rgb`) is float32.
+        return keras.KerasTensor(self.compute_output_shape(story_state.shape), dtype="float32")
+
     def get_config(self):
         return {
             **super().get_config(),

@@ -56,6 +56,10 @@ class StepTextEncoder(keras.layers.Layer):
             if "embedding" in layer.name or layer.name in frozen_names:
                 layer.trainable = False
 
+    def build(self, token_ids_shape, padding_mask_shape=None):
+        # The wrapped keras-hub backbone is a functional model: built already.
+        self.built = True
+
     def call(self, token_ids, padding_mask):
         num_steps, length = token_ids.shape[1], token_ids.shape[2]
         flat_inputs = {
@@ -74,6 +78,13 @@ class StepTextEncoder(keras.layers.Layer):
     def compute_output_shape(self, token_ids_shape, padding_mask_shape=None):
         hidden_dim = self.backbone.hidden_dim
         return (*token_ids_shape[:2], hidden_dim), (*token_ids_shape, hidden_dim)
+
+    def compute_output_spec(self, token_ids, padding_mask):
+        # The wrapped backbone's dtype, whatever this layer's policy.
+        return tuple(
+            keras.KerasTensor(shape, dtype=self.backbone.compute_dtype)
+            for shape in self.compute_output_shape(token_ids.shape)
+        )
 
     def get_config(self):
         return {

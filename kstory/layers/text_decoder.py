@@ -112,6 +112,10 @@ class TextDecoder(keras.layers.Layer):
     def compute_output_shape(self, token_ids_shape, story_state_shape=None, *args):
         return (*token_ids_shape, self.vocabulary_size)
 
+    def compute_output_spec(self, token_ids, story_state, memory=None, memory_mask=None):
+        # float32 under any policy: the `logits` head is float32.
+        return keras.KerasTensor(self.compute_output_shape(token_ids.shape), dtype="float32")
+
     def get_config(self):
         return {
             **super().get_config(),
