@@ -147,6 +147,20 @@ def tiny_image_encoder(image_size=32, policy=None):
     return keras.Model(images, features, name="tiny_cnn")
 
 
+def tiny_distilbert(num_layers=2):
+    """A tiny random DistilBERT: 50 tokens, hidden size 16, length 8."""
+    import keras_hub
+
+    return keras_hub.models.DistilBertBackbone(
+        vocabulary_size=50,
+        num_layers=num_layers,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=8,
+    )
+
+
 def build_tiny_model(
     preprocessor, compile=True, data_overrides=None, application=False, **overrides
 ):

@@ -9,9 +9,9 @@ harness's training model cannot pass several named inputs, so the others
 skip that step (their fit steps are covered by tests/story_model_test.py).
 """
 
-import keras_hub
 from keras.src.testing import TestCase
 
+from conftest import tiny_distilbert
 from kstory.layers.context_memory import ContextMemory
 from kstory.layers.image_decoder import ImageDecoder
 from kstory.layers.image_preprocessing import ImagePreprocessing
@@ -81,19 +81,11 @@ class KerasLayerHarnessTest(TestCase):
         )
 
     def test_step_text_encoder(self):
-        backbone = keras_hub.models.DistilBertBackbone(
-            vocabulary_size=30,
-            num_layers=1,
-            num_heads=2,
-            hidden_dim=8,
-            intermediate_dim=16,
-            max_sequence_length=6,
-        )
         self.run_layer_test(
             StepTextEncoder,
-            init_kwargs={"backbone": backbone},
-            input_shape={"token_ids_shape": (2, 4, 6), "padding_mask_shape": (2, 4, 6)},
+            init_kwargs={"backbone": tiny_distilbert(num_layers=1)},
+            input_shape={"token_ids_shape": (2, 4, 8), "padding_mask_shape": (2, 4, 8)},
             input_dtype={"token_ids_shape": "int32", "padding_mask_shape": "int32"},
-            expected_output_shape=((2, 4, 8), (2, 4, 6, 8)),
+            expected_output_shape=((2, 4, 16), (2, 4, 8, 16)),
             run_training_check=False,
         )

@@ -5,23 +5,13 @@ import pytest
 from test_case import TestCase
 from test_case import to_numpy
 
+from conftest import tiny_distilbert
 from kstory.layers.step_text_encoder import StepTextEncoder
-
-
-def _distilbert():
-    return keras_hub.models.DistilBertBackbone(
-        vocabulary_size=50,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=16,
-        intermediate_dim=32,
-        max_sequence_length=8,
-    )
 
 
 class TestStepTextEncoder(TestCase):
     def test_each_step_gets_its_own_cls_vector(self):
-        backbone = _distilbert()
+        backbone = tiny_distilbert()
         encoder = StepTextEncoder(backbone)
         token_ids = np.random.default_rng(0).integers(5, 50, (2, 4, 8)).astype("int32")
         mask = np.ones((2, 4, 8), "int32")
@@ -49,7 +39,7 @@ class TestStepTextEncoder(TestCase):
         "num_frozen, trainable_layers", [(-1, {0, 1}), (0, {0, 1}), (1, {1}), (2, set())]
     )
     def test_freezing(self, num_frozen, trainable_layers):
-        encoder = StepTextEncoder(_distilbert(), num_frozen_layers=num_frozen)
+        encoder = StepTextEncoder(tiny_distilbert(), num_frozen_layers=num_frozen)
         layers = {layer.name: layer for layer in encoder.backbone.layers}
         assert layers["token_and_position_embedding"].trainable == (num_frozen < 0)
         for index in (0, 1):
@@ -57,10 +47,10 @@ class TestStepTextEncoder(TestCase):
 
     def test_too_many_frozen_layers(self):
         with pytest.raises(ValueError, match="exceeds the backbone's 2"):
-            StepTextEncoder(_distilbert(), num_frozen_layers=3)
+            StepTextEncoder(tiny_distilbert(), num_frozen_layers=3)
 
     def test_serialization_keeps_freezing(self):
-        restored = self.run_serialization_round_trip(StepTextEncoder(_distilbert(), 1))
+        restored = self.run_serialization_round_trip(StepTextEncoder(tiny_distilbert(), 1))
         assert not restored.backbone.get_layer("transformer_layer_0").trainable
         assert restored.backbone.get_layer("transformer_layer_1").trainable
         assert isinstance(restored.backbone, keras_hub.models.DistilBertBackbone)

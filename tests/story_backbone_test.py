@@ -1,9 +1,9 @@
 import keras
-import keras_hub
 import numpy as np
 import pytest
 from test_case import TestCase
 
+from conftest import tiny_distilbert
 from conftest import tiny_image_encoder
 from kstory.models.story_backbone import StoryBackbone
 
@@ -11,14 +11,7 @@ from kstory.models.story_backbone import StoryBackbone
 def _backbone(**overrides):
     settings = dict(
         image_encoder=tiny_image_encoder(32),
-        text_backbone=keras_hub.models.DistilBertBackbone(
-            vocabulary_size=50,
-            num_layers=2,
-            num_heads=2,
-            hidden_dim=16,
-            intermediate_dim=32,
-            max_sequence_length=8,
-        ),
+        text_backbone=tiny_distilbert(),
         vocabulary_size=50,
         image_size=32,
         target_image_size=16,
