@@ -6,6 +6,7 @@ from test_case import TestCase
 from conftest import tiny_distilbert
 from conftest import tiny_image_encoder
 from kstory.models.story_backbone import StoryBackbone
+from kstory.models.story_backbone import masked_mean
 
 
 def _backbone(**overrides):
@@ -127,6 +128,35 @@ class TestStoryBackbone(TestCase):
             backbone.embed_caption(inputs["decoder_token_ids"]),
         )
         self.assert_allclose(direct, first, atol=1e-5)
+
+    def test_masked_mean_matches_numpy(self):
+        states = np.random.default_rng(3).normal(size=(3, 5, 4)).astype("float32")
+        mask = np.array([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], bool)
+        expected = np.stack([states[0, :2].mean(0), states[1].mean(0), np.zeros(4, "float32")])
+        self.assert_allclose(masked_mean(states, mask), expected, atol=1e-6)
+
+    def test_the_caption_embedding_pools_every_word_and_no_padding(self):
+        # What the image decoder reads of the next caption: the mean of its
+        # token states, padding left out, not the [CLS] vector alone.
+        backbone = _backbone()
+        token_ids = np.array([[2, 11, 12, 13, 3, 0, 0, 0], [2, 21, 3, 0, 0, 0, 0, 0]], "int32")
+        mask = token_ids != 0
+        _, states = backbone.text_encoder(token_ids[:, None], mask[:, None].astype("int32"))
+        states = keras.ops.convert_to_numpy(states)[:, 0]
+        pooled = np.stack([states[i][mask[i]].mean(0) for i in range(2)])
+        expected = keras.ops.convert_to_numpy(backbone.caption_projection(pooled))
+        self.assert_allclose(backbone.embed_caption(token_ids), expected, atol=1e-5)
+        # A word after [CLS]'s position changes it; longer padding does not.
+        changed = token_ids.copy()
+        changed[0, 3] = 30
+        assert not np.allclose(
+            backbone.embed_caption(changed)[0], backbone.embed_caption(token_ids)[0], atol=1e-4
+        )
+        self.assert_allclose(
+            backbone.embed_caption(np.pad(token_ids, ((0, 0), (0, 4)))),
+            backbone.embed_caption(token_ids),
+            atol=1e-5,
+        )
 
     def test_every_step_reaches_the_story_state(self):
         backbone = _backbone()

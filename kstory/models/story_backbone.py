@@ -15,6 +15,13 @@ TEMPORAL_MODELS = ("gru", "transformer")
 MODALITIES = ("both", "images", "captions")
 
 
+def masked_mean(states, mask):
+    """Mean of `states` `(batch, length, dim)` over the positions where `mask`
+    `(batch, length)` is true; zeros for a row with none."""
+    mask = ops.cast(mask, states.dtype)[..., None]
+    return ops.sum(states * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1)
+
+
 @keras.saving.register_keras_serializable(package="kstory")
 class StoryBackbone(keras_hub.models.Backbone):
     """Four image-text steps in; embeddings, story state and next frame out.
@@ -28,9 +35,9 @@ class StoryBackbone(keras_hub.models.Backbone):
     steps gives the story state. From it, a transposed-convolution decoder
     draws the next image and a GRU decoder predicts the next caption's tokens
     (teacher-forced on `decoder_token_ids`). The image decoder also reads
-    the embedding of the next caption (`embed_caption`): the true one in
-    training, the generated one at inference (`StoryModel.predict_next`), so
-    the frame follows what its caption says.
+    the next caption (`embed_caption`, its token states pooled): the true one
+    in training, the generated one at inference (`StoryModel.predict_next`),
+    so the frame follows what its caption says.
 
     The backbone is architecture only: it has no loss. See `StoryModel`.
 
@@ -162,6 +169,10 @@ class StoryBackbone(keras_hub.models.Backbone):
             self.text_fusion_projection = keras.layers.Dense(
                 embedding_dim, dtype=dtype, name="text_fusion_projection"
             )
+        # What the image decoder reads of the next caption (`embed_caption`).
+        self.caption_projection = keras.layers.Dense(
+            embedding_dim, dtype=dtype, name="caption_projection"
+        )
         self.fusion_concat = keras.layers.Concatenate(dtype=dtype, name="fusion_concat")
         self.fusion_dense = keras.layers.TimeDistributed(
             # Sublayers are named: an auto-generated name ("dense_19") depends
@@ -361,16 +372,26 @@ class StoryBackbone(keras_hub.models.Backbone):
         return self.text_projection(cls_vectors[:, 0, :])
 
     def embed_caption(self, token_ids, training=None):
-        """A next caption's text embedding, what `predict_next_image` reads.
+        """The next caption as the image decoder reads it: `(batch, embedding_dim)`.
 
-        `token_ids` are laid out as `decoder_token_ids` in training and as
-        `StoryModel.generate` returns them: `[CLS]`, the caption, `[SEP]`,
-        padding. They are embedded as a context caption is (`embed_texts`),
-        cut to `sequence_length`.
+        The masked mean of the text encoder's token states, through a
+        projection of its own (`caption_projection`). `token_ids` are laid out
+        as `decoder_token_ids` in training and as `StoryModel.generate` returns
+        them: `[CLS]`, the caption, `[SEP]`, padding; they are cut to
+        `sequence_length`.
+
+        Not the [CLS] embedding of `embed_texts`: with a text encoder trained
+        from scratch, [CLS] carried the caption's scene word on some seeds and
+        not at all on others (a linear probe at chance), and the frame then
+        never learnt the scene. Each token's state keeps its own word, so their
+        mean carries every word from the first step (docs/fusion.md).
         """
         token_ids = token_ids[:, : self.sequence_length]
         padding_mask = ops.cast(ops.not_equal(token_ids, self.pad_token_id), "int32")
-        return self.embed_texts(token_ids, padding_mask, training=training)
+        _, token_states = self.text_encoder(
+            token_ids[:, None, :], padding_mask[:, None, :], training=training
+        )
+        return self.caption_projection(masked_mean(token_states[:, 0], padding_mask))
 
     def predict_next_image(self, images, story_state, caption_embedding):
         """The next frame from the story state, the embedding of the next
@@ -379,10 +400,9 @@ class StoryBackbone(keras_hub.models.Backbone):
 
         The image decoder draws the caption it illustrates
         (`caption_embedding`, see `embed_caption`): in training the true next
-        caption, at inference the generated one. The contrastive loss aligns a
-        caption's embedding with its frame's, so the embedding carries what the
-        frame shows, such as an announced change of scene, which the story
-        state alone did not learn to carry (docs/fusion.md).
+        caption, at inference the generated one. The caption says what the
+        story state alone did not learn to carry, such as an announced change
+        of scene (docs/fusion.md).
         """
         condition = ops.concatenate(
             [story_state, ops.cast(caption_embedding, story_state.dtype)], axis=-1
