@@ -321,11 +321,12 @@ def test_the_trained_model_looks(trained):
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,
     reason="the smoke run (24 stories, 2 epochs) is too small for the image decoder to "
-    "learn to read the caption (0.002/255 on TensorFlow). The tiny config learns it: "
-    "results/tiny_metrics.md; the mechanism: story_backbone_test's "
-    "test_the_next_image_reads_the_next_caption",
+    "learn to read the caption on TensorFlow (0.002/255); since the decoder reads the "
+    "pooled caption (8a8ddce) it passes on torch, so the mark is not strict. The tiny "
+    "config learns it on every seed: results/tiny_seeds_*.md; the mechanism: "
+    "story_backbone_test's test_the_next_image_reads_the_next_caption",
 )
 def test_the_trained_model_reads(trained):
     """Shuffling the context captions changes the predicted next image."""
