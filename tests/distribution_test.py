@@ -9,7 +9,13 @@ import pytest
 
 # Trains the smoke config on one device, then data-parallel over the
 # machine's devices, in one process, and prints the relative difference of
-# the trained weights. Per-replica randomness and statistics are taken out: text
+# the trained weights. The optimizer is plain SGD: Adam divides each gradient
+# by its own magnitude, so it turns float noise in gradients that are zero in
+# exact arithmetic (attention key biases, and in this tiny model the image
+# projection: the frozen random encoder's features barely differ) into steps
+# of the full learning rate, and the two runs' text losses drifted 1e-3 apart
+# in 24 steps. SGD keeps noise at float size, so the runs can be held to
+# agree closely. Per-replica randomness and statistics are taken out: text
 # dropout is off (each TensorFlow replica draws its own masks), and the image
 # encoder is frozen, so its batch normalisation uses its moving statistics
 # (TensorFlow replicas would normalise over their own slice of the batch).
@@ -33,10 +39,14 @@ logging.basicConfig(level=logging.INFO)
 import numpy as np
 
 from kstory.config import apply_overrides, load_config
+from kstory.training import train as train_module
 from kstory.training.train import train
 
+train_module.keras.optimizers.AdamW = (
+    lambda learning_rate, weight_decay: keras.optimizers.SGD(learning_rate)
+)
 config = apply_overrides(load_config(sys.argv[1], smoke=True), [
-    "data.num_stories=24", "data.batch_size=4", "train.epochs=2",
+    "data.num_stories=24", "data.batch_size=4", "train.epochs=2", "train.learning_rate=0.1",
     "train.early_stopping_patience=0", "model.tiny_text_dropout=0",
     "model.freeze_image_encoder=true",
 ])
@@ -104,15 +114,16 @@ def test_data_parallel_reaches_the_single_device_loss(backend, replicas, repo_ro
     assert f"{replicas} replicas of {4 // replicas} windows each" in result.stderr
     single, parallel = _history(tmp_path / "single"), _history(tmp_path / "parallel")
     assert len(single) == len(parallel) == 2
+    # The runs learn, so agreeing is not agreeing on the initial loss.
+    assert float(single[1]["text_loss"]) < 0.95 * float(single[0]["text_loss"]), single
     for expected, actual in zip(single, parallel):
         for name in LOSSES:
-            assert float(actual[name]) == pytest.approx(float(expected[name]), rel=1e-3), name
+            assert float(actual[name]) == pytest.approx(float(expected[name]), rel=1e-4), name
     measured = json.loads(result.stdout.strip().splitlines()[-1])
-    # Adam turns float noise in near-zero gradients into steps of the full
-    # learning rate (2e-3 here), so weights drift apart by about 1% over 24
-    # steps while the losses agree to 1e-3; replicas out of sync, or a
-    # gradient off by the replica count, would be far off.
-    assert measured["relative_weight_difference"] < 0.05, measured
+    # Measured 4e-4 (TensorFlow), mostly the noise-driven variables above;
+    # replicas out of sync, or a gradient off by the replica count, would be
+    # far off.
+    assert measured["relative_weight_difference"] < 3e-3, measured
     # An interrupted data-parallel run resumes to the uninterrupted one.
     assert measured["resumed_weight_difference"] < 1e-5, measured
     assert len(_history(tmp_path / "resumed")) == 2
