@@ -39,12 +39,9 @@ logging.basicConfig(level=logging.INFO)
 import numpy as np
 
 from kstory.config import apply_overrides, load_config
-from kstory.training import train as train_module
 from kstory.training.train import train
 
-train_module.keras.optimizers.AdamW = (
-    lambda learning_rate, weight_decay: keras.optimizers.SGD(learning_rate)
-)
+keras.optimizers.AdamW = lambda learning_rate, weight_decay: keras.optimizers.SGD(learning_rate)
 config = apply_overrides(load_config(sys.argv[1], smoke=True), [
     "data.num_stories=24", "data.batch_size=4", "train.epochs=2", "train.learning_rate=0.1",
     "train.early_stopping_patience=0", "model.tiny_text_dropout=0",
