@@ -39,6 +39,17 @@ class InterruptAfterBatch(keras.callbacks.Callback):
             raise Interrupt(f"stopped after batch {batch}")
 
 
+class OptimizerStateAtTrainBegin(keras.callbacks.Callback):
+    """Records whether the optimizer's state exists when `fit` begins."""
+
+    def __init__(self):
+        super().__init__()
+        self.built = []
+
+    def on_train_begin(self, logs=None):
+        self.built.append(self.model.optimizer.built)
+
+
 def _history(workdir):
     with open(os.path.join(workdir, "history.csv")) as file:
         header, *rows = file.read().strip().splitlines()
@@ -130,7 +141,11 @@ def test_interrupted_run_resumes_mid_epoch_to_the_uninterrupted_result(
 def test_same_seed_and_config_give_the_same_run(smoke_config, trained, tmp_path):
     straight_dir, straight = trained
     again_dir = str(tmp_path / "again")
-    again = train(smoke_config, again_dir, verbose=0)
+    optimizer_state = OptimizerStateAtTrainBegin()
+    again = train(smoke_config, again_dir, extra_callbacks=[optimizer_state], verbose=0)
+    # Built before the first step: without a strategy, TensorFlow would build
+    # it inside the traced step and trace the step twice.
+    assert optimizer_state.built == [True]
     # Bitwise on CPU: the same batches, random draws and kernels.
     assert _history(again_dir) == _history(straight_dir)
     for actual, expected in zip(_weights(again), _weights(straight)):
