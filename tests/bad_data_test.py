@@ -159,6 +159,10 @@ def _train(tmp_path, repo_root, data_settings, capsys):
     return report, output
 
 
+# The readers' skips are tested on every backend above, and the report that
+# `kstory train` writes from them does not depend on the backend; training
+# runs on every backend in train_test. So the whole run, once (torch pass).
+@pytest.mark.single_backend
 def test_kstory_train_completes_on_the_good_stories_and_reports_the_skipped(
     story_reasoning_dir, tmp_path, repo_root, capsys
 ):
@@ -179,7 +183,7 @@ def test_kstory_train_completes_on_the_good_stories_and_reports_the_skipped(
 
 
 # The VIST reader differs from the parquet one only before `Story` records, which
-# the readers' tests cover on every backend; the run itself, once.
+# the readers' tests cover on every backend; the run itself, once, as above.
 @pytest.mark.single_backend
 def test_kstory_train_on_a_broken_vist_folder(vist_dir, tmp_path, repo_root, capsys):
     directory, image_dir, expected = vist_dir
