@@ -158,6 +158,34 @@ class TestStoryBackbone(TestCase):
             atol=1e-5,
         )
 
+    @pytest.mark.parametrize("pooling", ["cls", "mean"])
+    def test_contrastive_text_pooling_matches_numpy(self, pooling):
+        # The contrastive text embedding projects [CLS], or the mean of the
+        # caption's token states without padding, in the forward pass and in
+        # `embed_texts` alike.
+        backbone = _backbone(contrastive_text_pooling=pooling)
+        inputs = dict(INPUTS, padding_mask=INPUTS["padding_mask"].copy())
+        inputs["padding_mask"][:, :, 5:] = 0
+        _, states = backbone.text_encoder(inputs["token_ids"], inputs["padding_mask"])
+        states = keras.ops.convert_to_numpy(states)
+        if pooling == "cls":
+            vectors = states[:, :, 0]
+        else:
+            vectors = states[:, :, :5].mean(axis=2)
+        expected = keras.ops.convert_to_numpy(backbone.text_projection(vectors))
+        self.assert_allclose(backbone(inputs)["text_embeddings"], expected, atol=1e-5)
+        self.assert_allclose(
+            backbone.embed_texts(inputs["token_ids"][:, 1], inputs["padding_mask"][:, 1]),
+            expected[:, 1],
+            atol=1e-5,
+        )
+        restored = self.run_serialization_round_trip(backbone)
+        assert restored.contrastive_text_pooling == pooling
+
+    def test_bad_contrastive_text_pooling(self):
+        with pytest.raises(ValueError, match="contrastive_text_pooling must be"):
+            _backbone(contrastive_text_pooling="max")
+
     def test_every_step_reaches_the_story_state(self):
         backbone = _backbone()
         base = keras.ops.convert_to_numpy(backbone(INPUTS)["story_state"])

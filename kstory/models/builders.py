@@ -207,6 +207,7 @@ def _build_backbone(
         decoder_filters=model_config.decoder_filters,
         image_decoder_residual=model_config.image_decoder_residual,
         contrastive_head=model_config.contrastive_head,
+        contrastive_text_pooling=model_config.contrastive_text_pooling,
         image_memory=model_config.image_memory,
         pad_token_id=pad_token_id,
         text_decoder_embedding_dim=model_config.text_decoder_embedding_dim,

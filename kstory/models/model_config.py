@@ -62,6 +62,8 @@ class ModelConfig:
         contrastive_head: bool. Fuse each step through projections of its
             own, so that the contrastive embeddings are a head beside the
             fusion path (as in SimCLR) rather than its input.
+        contrastive_text_pooling: str. `"cls"` or `"mean"`: what the
+            contrastive text embedding projects (see `StoryBackbone`).
         image_memory: bool. The attending text decoder's memory also holds
             one slot per context image, beside the captions' tokens.
         image_loss: str. `"mse"` or `"mse+l1"`.
@@ -97,6 +99,7 @@ class ModelConfig:
     text_decoder_attention_heads: int = 4
     modalities: str = "both"
     contrastive_head: bool = True
+    contrastive_text_pooling: str = "cls"
     image_memory: bool = True
     image_loss: str = "mse"
     image_loss_weight: float = 1.0
@@ -110,6 +113,7 @@ class ModelConfig:
         choices = {
             "temporal_model": TEMPORAL_MODELS,
             "modalities": MODALITIES,
+            "contrastive_text_pooling": ("cls", "mean"),
             "image_loss": IMAGE_LOSSES,
             "dtype_policy": DTYPE_POLICIES,
         }

@@ -16,10 +16,10 @@ MODALITIES = ("both", "images", "captions")
 
 
 def masked_mean(states, mask):
-    """Mean of `states` `(batch, length, dim)` over the positions where `mask`
-    `(batch, length)` is true; zeros for a row with none."""
+    """Mean of `states` `(..., length, dim)` over the positions where `mask`
+    `(..., length)` is true; zeros for a row with none."""
     mask = ops.cast(mask, states.dtype)[..., None]
-    return ops.sum(states * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1)
+    return ops.sum(states * mask, axis=-2) / ops.maximum(ops.sum(mask, axis=-2), 1)
 
 
 @keras.saving.register_keras_serializable(package="kstory")
@@ -76,6 +76,10 @@ class StoryBackbone(keras_hub.models.Backbone):
             own: `image_embeddings` / `text_embeddings`, which the contrastive
             loss aligns, are then a head beside the fusion path (SimCLR's
             projection head), not its input.
+        contrastive_text_pooling: str. What `text_embeddings` project: the
+            caption's `"cls"` vector (the fusion's input too), or the `"mean"`
+            of its token states, which carries every word from the first step
+            (see `embed_caption`).
         image_memory: bool. With an attending text decoder, its memory also
             holds one slot per context image (see `ContextMemory`).
         pad_token_id: int. The padding id of `decoder_token_ids`: the next
@@ -126,11 +130,17 @@ class StoryBackbone(keras_hub.models.Backbone):
         text_decoder_attention_heads=0,
         modalities="both",
         contrastive_head=True,
+        contrastive_text_pooling="cls",
         image_memory=True,
         pad_token_id=0,
         dtype=None,
         **kwargs,
     ):
+        if contrastive_text_pooling not in ("cls", "mean"):
+            raise ValueError(
+                "contrastive_text_pooling must be 'cls' or 'mean'; got "
+                f"{contrastive_text_pooling!r}."
+            )
         if temporal_model not in TEMPORAL_MODELS:
             raise ValueError(
                 f"temporal_model must be one of {TEMPORAL_MODELS}; got {temporal_model!r}."
@@ -161,6 +171,7 @@ class StoryBackbone(keras_hub.models.Backbone):
             embedding_dim, dtype=dtype, name="text_projection"
         )
         self.contrastive_head = contrastive_head
+        self.contrastive_text_pooling = contrastive_text_pooling
         self.image_fusion_projection = self.text_fusion_projection = None
         if contrastive_head:
             self.image_fusion_projection = keras.layers.Dense(
@@ -324,7 +335,9 @@ class StoryBackbone(keras_hub.models.Backbone):
         cls_vectors, token_states = self.text_encoder(
             inputs["token_ids"], inputs["padding_mask"], training=training
         )
-        text_embeddings = self.text_projection(cls_vectors)
+        text_embeddings = self.text_projection(
+            self._contrastive_text_vectors(cls_vectors, token_states, inputs["padding_mask"])
+        )
         image_steps, text_steps = image_embeddings, text_embeddings
         if self.contrastive_head:
             image_steps = self.image_fusion_projection(features)
@@ -366,10 +379,17 @@ class StoryBackbone(keras_hub.models.Backbone):
     def embed_texts(self, token_ids, padding_mask, training=None):
         """Single captions' `token_ids` / `padding_mask` `(batch, length)` ->
         text embeddings `(batch, embedding_dim)`, as for each context step."""
-        cls_vectors, _ = self.text_encoder(
+        cls_vectors, token_states = self.text_encoder(
             token_ids[:, None, :], padding_mask[:, None, :], training=training
         )
-        return self.text_projection(cls_vectors[:, 0, :])
+        vectors = self._contrastive_text_vectors(cls_vectors, token_states, padding_mask[:, None])
+        return self.text_projection(vectors[:, 0, :])
+
+    def _contrastive_text_vectors(self, cls_vectors, token_states, padding_mask):
+        """What `text_projection` reads (`contrastive_text_pooling`)."""
+        if self.contrastive_text_pooling == "cls":
+            return cls_vectors
+        return masked_mean(token_states, padding_mask)
 
     def embed_caption(self, token_ids, training=None):
         """The next caption as the image decoder reads it: `(batch, embedding_dim)`.
@@ -436,6 +456,7 @@ class StoryBackbone(keras_hub.models.Backbone):
                 "text_decoder_attention_heads": self.text_decoder_attention_heads,
                 "modalities": self.modalities,
                 "contrastive_head": self.contrastive_head,
+                "contrastive_text_pooling": self.contrastive_text_pooling,
                 "image_memory": self.image_memory,
                 "pad_token_id": self.pad_token_id,
             }
