@@ -187,14 +187,12 @@ def _train(args):
 def _evaluate(args):
     from kstory.evaluation.evaluate import evaluate
     from kstory.evaluation.evaluate import format_metrics
-    from kstory.evaluation.evaluate import write_storyboards
     from kstory.provenance import provenance
     from kstory.provenance import provenance_markdown
 
-    metrics = evaluate(args.workdir, args.split, args.sampler)
+    metrics = evaluate(args.workdir, args.split, args.sampler, storyboards=args.storyboards)
     print(format_metrics(metrics))
-    paths = write_storyboards(args.workdir, args.split, args.storyboards, args.sampler)
-    print("storyboards:", ", ".join(paths))
+    print("storyboards:", ", ".join(metrics.get("storyboards", [])))
     if args.report:
         trained_by = os.path.join(args.workdir, "train_provenance.json")
         with open(args.report, "w") as file:

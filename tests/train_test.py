@@ -83,7 +83,7 @@ def test_train_evaluate_predict(trained, tmp_path):
         header, *rows = file.read().strip().splitlines()
     assert len(rows) == 2 and "val_text_loss" in header and "contrastive_loss" in header
 
-    metrics = evaluate(workdir, "test")
+    metrics = evaluate(workdir, "test", storyboards=2)
     assert set(metrics["text"]) == {"model", "copy last caption", "nearest training context"}
     assert set(metrics["image"]) == {"model", "copy last frame", "mean training image"}
     for scores in metrics["text"].values():
@@ -92,14 +92,21 @@ def test_train_evaluate_predict(trained, tmp_path):
     assert json.load(open(os.path.join(workdir, "metrics.json")))["windows"] == metrics["windows"]
     assert "| copy last caption |" in open(os.path.join(workdir, "metrics.md")).read()
 
-    story_id = json.load(open(os.path.join(workdir, "metrics.json")))["windows"] and "0"
+    # The storyboards draw the scored predictions of each story's first
+    # window: the frame and caption that `predict` gives for it.
+    from PIL import Image
+
+    assert len(metrics["storyboards"]) == 2
+    story_id = os.path.basename(metrics["storyboards"][0]).removesuffix("_storyboard.png")
     result = predict(workdir, story_id)
     assert os.path.exists(result["image_path"]) and os.path.exists(result["storyboard_path"])
     assert isinstance(result["caption"], str)
+    drawn = np.asarray(Image.open(metrics["storyboards"][0].replace("_storyboard", "_next")))
+    predicted = np.asarray(Image.open(result["image_path"]))
+    assert np.abs(drawn.astype(int) - predicted.astype(int)).max() <= 1
+    assert result["caption"] == metrics["examples"][0]["prediction"]  # both of window 0
 
     # A new story from a folder of frames and captions.txt, with no truth.
-    from PIL import Image
-
     folder = tmp_path / "new_story"
     folder.mkdir()
     for index in range(4):

@@ -2,7 +2,6 @@
 
 import json
 import os
-import weakref
 
 import keras
 import numpy as np
@@ -17,9 +16,12 @@ from kstory.evaluation.image_metrics import image_scores
 from kstory.evaluation.input_reliance import format_input_reliance
 from kstory.evaluation.input_reliance import input_reliance
 from kstory.evaluation.predict import predict
+from kstory.evaluation.predict import predict_next_function
+from kstory.evaluation.predict import save_prediction
 from kstory.evaluation.retrieval import retrieval_chance
 from kstory.evaluation.retrieval import retrieval_recall
 from kstory.evaluation.text_metrics import caption_scores
+from kstory.evaluation.text_metrics import start_caption_scorers
 from kstory.workdir import DATA_DIR
 from kstory.workdir import METRICS_JSON_FILE
 from kstory.workdir import METRICS_MD_FILE
@@ -28,27 +30,6 @@ from kstory.workdir import load_workdir_config
 from kstory.workdir import load_workdir_model
 
 _MEAN_IMAGE_WINDOWS = 2048
-
-
-_TRACED_PREDICT_NEXT = weakref.WeakKeyDictionary()
-
-
-def _predict_next_function(model, sampler):
-    """`model.predict_next` with `sampler`, embeddings included; traced once
-    per model under TensorFlow, where an eager decoding loop costs about three
-    times as much."""
-
-    def predict_next(inputs):
-        return model.predict_next(inputs, sampler=sampler, return_embeddings=True)
-
-    if keras.config.backend() != "tensorflow" or not isinstance(sampler, str):
-        return predict_next
-    import tensorflow as tf
-
-    traced = _TRACED_PREDICT_NEXT.setdefault(model, {})
-    if sampler not in traced:
-        traced[sampler] = tf.function(predict_next, reduce_retracing=True)
-    return traced[sampler]
 
 
 def run_model(model, stories, data_config, sampler="greedy", shuffle=None):
@@ -81,7 +62,7 @@ def run_model(model, stories, data_config, sampler="greedy", shuffle=None):
             story_windows(stories, data_config.num_context_steps, data_config.window_mode)
         )
         dataset = shuffle_context(dataset, shuffle, num_windows, options["batch_size"])
-    predict_next = _predict_next_function(model, sampler)
+    predict_next = predict_next_function(model, sampler)
     for inputs, targets in dataset:
         inputs = {name: value.numpy() for name, value in inputs.items()}
         # Free-running (never the teacher-forced forward pass, whose frame is
@@ -144,7 +125,7 @@ def mean_pairwise_cosine(embeddings):
     return float((similarity.sum() - np.trace(similarity)) / max(count * (count - 1), 1))
 
 
-def evaluate(workdir, split="test", sampler="greedy"):
+def evaluate(workdir, split="test", sampler="greedy", model=None, storyboards=0):
     """Scores a trained workdir on `split`; writes metrics.json and metrics.md.
 
     Text is generated free-running (never teacher-forced) and scored with the
@@ -162,6 +143,10 @@ def evaluate(workdir, split="test", sampler="greedy"):
         workdir: str. A trained run's folder.
         split: str. `"test"` or `"validation"`.
         sampler: str. The keras-hub sampler for captions.
+        model: the workdir's loaded `StoryModel`, to skip reloading it.
+        storyboards: int. Also draw the first window of the first this many
+            stories, from the predictions scored, into `<workdir>/storyboards`
+            (their paths are the metrics' `storyboards`).
 
     Returns:
         The metrics dict.
@@ -170,7 +155,9 @@ def evaluate(workdir, split="test", sampler="greedy"):
         raise ValueError(f"split must be 'train', 'validation' or 'test'; got {split!r}.")
     config = load_workdir_config(workdir)
     data = config.data
-    model = load_workdir_model(workdir)
+    # METEOR's Java process loads its tables while the model predicts.
+    start_caption_scorers()
+    model = model or load_workdir_model(workdir)
     splits, _ = load_splits(data, os.path.join(workdir, DATA_DIR))
     stories, train_stories = splits[split], splits["train"]
     steps = data.num_context_steps
@@ -226,11 +213,37 @@ def evaluate(workdir, split="test", sampler="greedy"):
             for r, p in list(zip(references, results["captions"]))[:5]
         ],
     }
+    if storyboards:
+        metrics["storyboards"] = _draw_storyboards(
+            results, stories, windows, data, storyboards, os.path.join(workdir, STORYBOARDS_DIR)
+        )
     with open(os.path.join(workdir, METRICS_JSON_FILE), "w") as file:
         json.dump(metrics, file, indent=2)
     with open(os.path.join(workdir, METRICS_MD_FILE), "w") as file:
         file.write(format_metrics(metrics))
     return metrics
+
+
+def _draw_storyboards(results, stories, windows, data, count, output_dir):
+    """Storyboards of each of the first `count` stories' first window, from
+    the predictions in `results` (`run_model`)."""
+    paths, drawn = [], set()
+    for row, (story_index, start) in enumerate(windows):
+        if len(drawn) == count:
+            break
+        if story_index in drawn:
+            continue
+        drawn.add(story_index)
+        saved = save_prediction(
+            stories[story_index],
+            int(start),
+            data,
+            results["next_image"][row],
+            results["captions"][row],
+            output_dir,
+        )
+        paths.append(saved["storyboard_path"])
+    return paths
 
 
 def _table(rows, columns):
@@ -287,13 +300,14 @@ def format_metrics(metrics):
     return "\n".join(parts) + "\n"
 
 
-def write_storyboards(workdir, split="test", count=3, sampler="greedy"):
-    """Storyboards of the first window of the first `count` stories of a split."""
+def write_storyboards(workdir, split="test", count=3, sampler="greedy", model=None):
+    """Storyboards of the first window of the first `count` stories of a split.
 
+    `model`: the workdir's loaded `StoryModel`, to skip reloading it."""
     config = load_workdir_config(workdir)
     splits, _ = load_splits(config.data, os.path.join(workdir, DATA_DIR))
     output_dir = os.path.join(workdir, STORYBOARDS_DIR)
-    model = load_workdir_model(workdir)
+    model = model or load_workdir_model(workdir)
     return [
         predict(workdir, story, sampler=sampler, output_dir=output_dir, model=model)[
             "storyboard_path"

@@ -24,6 +24,13 @@ def _meteor_scorer():
     return Meteor()
 
 
+def start_caption_scorers():
+    """Starts METEOR's Java process now, when Java is installed, so that it
+    loads its paraphrase tables (seconds) while other work runs."""
+    if java_available():
+        _meteor_scorer()
+
+
 def coco_caption_scores(references, predictions):
     """BLEU-1..4, METEOR 1.5, ROUGE-L and CIDEr, PTB-tokenised, as in VIST work.
 
