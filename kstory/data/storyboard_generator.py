@@ -316,7 +316,9 @@ class StoryboardGenerator:
                 draw.polygon(((x, y - r), (x + r, y + r), (x - r, y + r)), fill=fill)
         lamp = _LAMP_SIZE * side
         draw.rectangle((0, 0, lamp, lamp), fill=_LAMP_LIT if lamp_lit else _LAMP_DARK)
-        canvas = canvas.resize((self.image_size, self.image_size), Image.Resampling.LANCZOS)
+        # Each pixel the mean of its supersampled block: exact coverage
+        # anti-aliasing, and far cheaper than a Lanczos resize.
+        canvas = canvas.reduce(_SUPERSAMPLE)
         buffer = io.BytesIO()
         canvas.save(buffer, format="PNG")
         return buffer.getvalue()
