@@ -52,6 +52,35 @@ def load_frame(image, size):
     return _to_uint8(resized).numpy()
 
 
+def load_frames(images, size, batch_size=256):
+    """Story frames (file paths or encoded bytes) as `make_dataset` feeds
+    them, in batches: an iterator of numpy uint8 arrays `(batch, size, size, 3)`.
+
+    `load_frame` for many frames at once: tf.data decodes them in parallel,
+    in a graph, which is several times faster than one eager call per frame.
+
+    Example:
+    >>> import io
+    >>> from PIL import Image
+    >>> png = io.BytesIO()
+    >>> Image.new("RGB", (8, 8), (255, 0, 0)).save(png, format="PNG")
+    >>> [batch.shape for batch in load_frames([png.getvalue()] * 3, 4, batch_size=2)]
+    [(2, 4, 4, 3), (1, 4, 4, 3)]
+    """
+    images = list(images)
+
+    def fetch(index):
+        return read_image(images[int(index)])
+
+    def decode(index):
+        encoded = tf.numpy_function(fetch, [index], tf.string, stateful=False)
+        return decode_frame(tf.ensure_shape(encoded, ()), size)
+
+    dataset = tf.data.Dataset.range(len(images)).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    for batch in dataset.batch(batch_size).prefetch(1):
+        yield batch.numpy()
+
+
 def pipeline_options(data_config):
     """The `make_dataset` arguments that a `DataConfig` fixes."""
     return dict(
@@ -414,13 +443,5 @@ class FrameBatches:
 
     def __iter__(self):
         if self.batches is None:
-            self.batches = [
-                np.stack(
-                    [
-                        load_frame(image, self.image_size)
-                        for image in self.images[start : start + self.batch_size]
-                    ]
-                )
-                for start in range(0, len(self.images), self.batch_size)
-            ]
+            self.batches = list(load_frames(self.images, self.image_size, self.batch_size))
         return iter(self.batches)

@@ -6,6 +6,7 @@ import os
 import keras
 import numpy as np
 
+from kstory.data.pipeline import load_frames
 from kstory.data.pipeline import make_dataset
 from kstory.data.pipeline import pipeline_options
 from kstory.data.pipeline import shuffle_context
@@ -89,15 +90,16 @@ def _resize(images, size):
     return keras.ops.convert_to_numpy(keras.ops.image.resize(images, (size, size)))
 
 
-def _mean_training_image(model, train_stories, data_config):
-    dataset = make_dataset(train_stories, model.preprocessor, **pipeline_options(data_config))
-    total, count = 0.0, 0
-    for _, targets in dataset:
-        total = total + targets["next_image"].numpy().sum(axis=0)
-        count += len(targets["next_image"])
-        if count >= _MEAN_IMAGE_WINDOWS:
-            break
-    return total / count
+def _mean_training_image(train_stories, data_config):
+    """The mean next frame of the first `_MEAN_IMAGE_WINDOWS` training
+    windows, in [0, 1], loaded as the pipeline loads targets."""
+    steps = data_config.num_context_steps
+    windows = story_windows(train_stories, steps, data_config.window_mode)
+    targets = [train_stories[s].images[start + steps] for s, start in windows]
+    total = 0.0
+    for batch in load_frames(targets[:_MEAN_IMAGE_WINDOWS], data_config.target_image_size):
+        total = total + batch.astype(np.float64).sum(axis=0)
+    return (total / min(len(targets), _MEAN_IMAGE_WINDOWS) / 255.0).astype(np.float32)
 
 
 def _step_embeddings(results, stories, windows, num_context_steps):
@@ -165,32 +167,36 @@ def evaluate(workdir, split="test", sampler="greedy", model=None, storyboards=0)
     train_windows = story_windows(train_stories, steps, data.window_mode)
     references = [stories[s].texts[start + steps] for s, start in windows]
     results = run_model(model, stories, data, sampler)
-    text = {
-        "model": caption_scores(references, results["captions"]),
-        "copy last caption": caption_scores(
-            references, floors.copy_last_captions(stories, windows, steps)
-        ),
-        "nearest training context": caption_scores(
-            references,
-            floors.nearest_neighbour_captions(
+    shuffled = {
+        modality: run_model(model, stories, data, sampler, shuffle=modality)
+        for modality in ("images", "captions")
+    }
+    # Every caption set in one scoring call (one tokenizer process).
+    text = caption_scores(
+        references,
+        {
+            "model": results["captions"],
+            "copy last caption": floors.copy_last_captions(stories, windows, steps),
+            "nearest training context": floors.nearest_neighbour_captions(
                 train_stories, train_windows, stories, windows, steps
             ),
-        ),
-    }
+            **{f"{m} shuffled": shuffled[m]["captions"] for m in shuffled},
+        },
+    )
+    shuffled_text = {m: text.pop(f"{m} shuffled") for m in shuffled}
     target = results["target_image"]
-    mean_image = _mean_training_image(model, train_stories, data)
+    mean_image = _mean_training_image(train_stories, data)
     image = {
         "model": image_scores(results["next_image"], target),
         "copy last frame": image_scores(_resize(results["last_image"], target.shape[1]), target),
         "mean training image": image_scores(np.broadcast_to(mean_image, target.shape), target),
     }
     reliance_runs = {"as is": {**results, "text": text["model"], "image": image["model"]}}
-    for modality in ("images", "captions"):
-        shuffled = run_model(model, stories, data, sampler, shuffle=modality)
+    for modality, run in shuffled.items():
         reliance_runs[f"{modality} shuffled"] = {
-            "story_state": shuffled["story_state"],
-            "text": caption_scores(references, shuffled["captions"]),
-            "image": image_scores(shuffled["next_image"], target),
+            "story_state": run["story_state"],
+            "text": shuffled_text[modality],
+            "image": image_scores(run["next_image"], target),
         }
     step_images, step_texts, step_captions = _step_embeddings(results, stories, windows, steps)
     retrieval = retrieval_recall(step_images, step_texts, step_captions)
