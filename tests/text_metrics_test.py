@@ -87,3 +87,15 @@ def test_the_shared_meteor_process_carries_nothing_between_calls(coco):
     fresh, _ = Meteor().compute_score(gts, res)
     assert again["METEOR"] == coco["METEOR"]
     np.testing.assert_allclose(again["METEOR"], fresh, atol=1e-6)
+
+
+def test_sets_scored_together_score_as_each_alone(coco):
+    # One tokenizer call serves every set: a mix-up of the sets' rows (keys)
+    # would change their scores.
+    together = text_metrics.caption_scores(
+        REFERENCES, {"model": PREDICTIONS, "copy": REFERENCES, "reversed": PREDICTIONS[::-1]}
+    )
+    assert together["model"] == coco
+    assert together["copy"] == text_metrics.coco_caption_scores(REFERENCES, REFERENCES)
+    assert together["reversed"] == text_metrics.coco_caption_scores(REFERENCES, PREDICTIONS[::-1])
+    assert together["reversed"] != coco
