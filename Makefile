@@ -25,8 +25,8 @@ setup: $(VENV)/.installed
 # The main job: train the tiny config on the embedded storyboards, score it
 # beside the floors, and publish metrics, a loss curve and storyboards.
 demo: setup-demo
-	$(BIN)/kstory train --config configs/tiny.py --workdir runs/tiny
-	$(BIN)/kstory evaluate --workdir runs/tiny --report results/tiny_metrics.md --storyboards 3
+	$(BIN)/kstory train --config configs/tiny.py --workdir runs/tiny \
+	  --evaluate --report results/tiny_metrics.md --storyboards 3
 	cp runs/tiny/loss_curve.png results/tiny_loss_curve.png
 	for board in runs/tiny/storyboards/*_storyboard.png; do cp $$board results/tiny_$$(basename $$board); done
 

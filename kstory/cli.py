@@ -20,6 +20,13 @@ def _add_config_arguments(command):
     command.add_argument("--smoke", action="store_true", help="The config's smoke variant.")
 
 
+def _add_evaluation_output_arguments(command):
+    command.add_argument("--report", help="Also write the metrics, with provenance, here.")
+    command.add_argument(
+        "--storyboards", type=int, default=3, help="Storyboards of the first N held-out stories."
+    )
+
+
 def _parser():
     parser = argparse.ArgumentParser(
         prog="kstory", description="Visual story continuation with Keras 3."
@@ -45,14 +52,18 @@ def _parser():
     )
     train.add_argument("--num-processes", type=int, help="Multi-host JAX: number of processes.")
     train.add_argument("--process-id", type=int, help="Multi-host JAX: this process's index.")
+    train.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="Then score the test split as `kstory evaluate` does, in this process "
+        "(no second start-up and model load); --report and --storyboards apply to it.",
+    )
+    _add_evaluation_output_arguments(train)
     evaluate = commands.add_parser("evaluate", help="Score a trained workdir beside the floors.")
     evaluate.add_argument("--workdir", required=True)
     evaluate.add_argument("--split", default="test", choices=("test", "validation", "train"))
     evaluate.add_argument("--sampler", default="greedy", help="greedy, beam, top_p, ...")
-    evaluate.add_argument("--report", help="Also write the metrics, with provenance, here.")
-    evaluate.add_argument(
-        "--storyboards", type=int, default=3, help="Storyboards of the first N held-out stories."
-    )
+    _add_evaluation_output_arguments(evaluate)
     ablate = commands.add_parser(
         "ablate",
         help="Train a config as is, without the contrastive loss, without the "
@@ -169,8 +180,10 @@ def _train(args):
     from kstory.training.train import train
     from kstory.workdir import SKIPPED_FILE
 
+    if args.report and not args.evaluate:
+        raise ValueError("--report writes the evaluation's metrics; add --evaluate.")
     config = _load_config(args)
-    train(
+    model = train(
         config,
         args.workdir,
         coordinator_address=args.coordinator_address,
@@ -182,22 +195,29 @@ def _train(args):
     with open(os.path.join(args.workdir, SKIPPED_FILE)) as file:
         print(format_skip_report(json.load(file)))
     print(f"Trained; model and history in {args.workdir}")
+    if args.evaluate:
+        _score_and_report(args.workdir, "test", "greedy", args.storyboards, args.report, model)
 
 
 def _evaluate(args):
+    _score_and_report(args.workdir, args.split, args.sampler, args.storyboards, args.report)
+
+
+def _score_and_report(workdir, split, sampler, storyboards, report, model=None):
+    """`kstory evaluate`: scores, prints, and writes the report with provenance."""
     from kstory.evaluation.evaluate import evaluate
     from kstory.evaluation.evaluate import format_metrics
     from kstory.provenance import provenance
     from kstory.provenance import provenance_markdown
 
-    metrics = evaluate(args.workdir, args.split, args.sampler, storyboards=args.storyboards)
+    metrics = evaluate(workdir, split, sampler, model=model, storyboards=storyboards)
     print(format_metrics(metrics))
     print("storyboards:", ", ".join(metrics.get("storyboards", [])))
-    if args.report:
-        trained_by = os.path.join(args.workdir, "train_provenance.json")
-        with open(args.report, "w") as file:
+    if report:
+        trained_by = os.path.join(workdir, "train_provenance.json")
+        with open(report, "w") as file:
             file.write("# Metrics\n\nProduced by:\n\n")
-            file.write(provenance_markdown(provenance(os.path.join(args.workdir, "config.json"))))
+            file.write(provenance_markdown(provenance(os.path.join(workdir, "config.json"))))
             if os.path.exists(trained_by):
                 with open(trained_by) as trained:
                     file.write("\n\nThe model was trained by:\n\n")

@@ -161,6 +161,10 @@ def error_cases(tmp_path, repo_root):
             "differs in model.temporal_model",
         ),
         "workdir from another version": (["evaluate", "--workdir", str(newer)], "data.colour"),
+        "--report without --evaluate": (
+            ["train", *tiny, "--report", str(tmp_path / "metrics.md")],
+            "add --evaluate",
+        ),
         "no usable story": (
             [
                 "train",
@@ -191,6 +195,7 @@ def error_cases(tmp_path, repo_root):
         "missing image weights file",
         "workdir of another architecture",
         "workdir from another version",
+        "--report without --evaluate",
         "no usable story",
     ],
 )

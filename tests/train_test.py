@@ -266,6 +266,35 @@ def test_evaluate_needs_a_trained_workdir(tmp_path):
         evaluate(str(tmp_path))
 
 
+# Backend-independent CLI glue; `make test` runs it in the torch pass only.
+@pytest.mark.single_backend
+def test_train_then_evaluate_in_one_process_scores_as_kstory_evaluate(
+    repo_root, trained, tmp_path, capsys
+):
+    from kstory.cli import main
+
+    workdir = str(tmp_path / "run")
+    shutil.copytree(trained[0], workdir)
+    report = tmp_path / "metrics.md"
+    # A finished run trains nothing; then the returned model is scored.
+    argv = ["train", "--config", f"{repo_root}/configs/tiny.py", "--smoke", "--workdir", workdir]
+    argv += [*(f"--set={item}" for item in SMOKE), "--evaluate", "--report", str(report)]
+    argv += ["--storyboards", "1"]
+    assert main(argv) == 0
+    in_process = json.load(open(os.path.join(workdir, "metrics.json")))
+    assert "| copy last caption |" in capsys.readouterr().out
+    text = report.read_text()
+    assert "Produced by:" in text and "The model was trained by:" in text
+    assert "| copy last caption |" in text and len(in_process["storyboards"]) == 1
+    # The same figures as scoring the saved model in a separate `kstory evaluate`.
+    assert main(["evaluate", "--workdir", workdir, "--storyboards", "0"]) == 0
+    reloaded = json.load(open(os.path.join(workdir, "metrics.json")))
+    assert in_process["text"] == reloaded["text"]
+    for name, scores in reloaded["image"].items():
+        for metric, value in scores.items():
+            np.testing.assert_allclose(in_process["image"][name][metric], value, rtol=1e-5)
+
+
 # Backend-independent glue over train() and evaluate(), which run on every
 # backend above; `make test` runs this one in the torch pass only, to save time.
 @pytest.mark.single_backend
