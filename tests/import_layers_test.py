@@ -12,6 +12,7 @@ import pathlib
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "kstory"
 
 LAYERS = {
+    "kstory.compiled_function": 0,
     "kstory.config_checks": 0,
     "kstory.distribution": 0,
     "kstory.provenance": 0,
