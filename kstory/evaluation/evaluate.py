@@ -16,7 +16,6 @@ from kstory.evaluation import floors
 from kstory.evaluation.image_metrics import image_scores
 from kstory.evaluation.input_reliance import format_input_reliance
 from kstory.evaluation.input_reliance import input_reliance
-from kstory.evaluation.predict import predict
 from kstory.evaluation.predict import predict_next_function
 from kstory.evaluation.predict import save_prediction
 from kstory.evaluation.retrieval import retrieval_chance
@@ -90,12 +89,11 @@ def _resize(images, size):
     return keras.ops.convert_to_numpy(keras.ops.image.resize(images, (size, size)))
 
 
-def _mean_training_image(train_stories, data_config):
+def _mean_training_image(train_stories, train_windows, data_config):
     """The mean next frame of the first `_MEAN_IMAGE_WINDOWS` training
     windows, in [0, 1], loaded as the pipeline loads targets."""
     steps = data_config.num_context_steps
-    windows = story_windows(train_stories, steps, data_config.window_mode)
-    targets = [train_stories[s].images[start + steps] for s, start in windows]
+    targets = [train_stories[s].images[start + steps] for s, start in train_windows]
     total = 0.0
     for batch in load_frames(targets[:_MEAN_IMAGE_WINDOWS], data_config.target_image_size):
         total = total + batch.astype(np.float64).sum(axis=0)
@@ -185,7 +183,7 @@ def evaluate(workdir, split="test", sampler="greedy", model=None, storyboards=0)
     )
     shuffled_text = {m: text.pop(f"{m} shuffled") for m in shuffled}
     target = results["target_image"]
-    mean_image = _mean_training_image(train_stories, data)
+    mean_image = _mean_training_image(train_stories, train_windows, data)
     image = {
         "model": image_scores(results["next_image"], target),
         "copy last frame": image_scores(_resize(results["last_image"], target.shape[1]), target),
@@ -304,19 +302,3 @@ def format_metrics(metrics):
         for e in metrics["examples"]
     ]
     return "\n".join(parts) + "\n"
-
-
-def write_storyboards(workdir, split="test", count=3, sampler="greedy", model=None):
-    """Storyboards of the first window of the first `count` stories of a split.
-
-    `model`: the workdir's loaded `StoryModel`, to skip reloading it."""
-    config = load_workdir_config(workdir)
-    splits, _ = load_splits(config.data, os.path.join(workdir, DATA_DIR))
-    output_dir = os.path.join(workdir, STORYBOARDS_DIR)
-    model = model or load_workdir_model(workdir)
-    return [
-        predict(workdir, story, sampler=sampler, output_dir=output_dir, model=model)[
-            "storyboard_path"
-        ]
-        for story in splits[split][:count]
-    ]

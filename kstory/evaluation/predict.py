@@ -43,12 +43,12 @@ def predict_next_function(model, sampler):
         functions = {}  # One trace per input signature.
 
         def call(inputs):
-            signature = {
-                name: tf.TensorSpec((None, *value.shape[1:]), tf.as_dtype(value.dtype))
-                for name, value in inputs.items()
-            }
-            key = tuple(sorted((name, str(spec)) for name, spec in signature.items()))
+            key = tuple(sorted((n, v.shape[1:], str(v.dtype)) for n, v in inputs.items()))
             if key not in functions:
+                signature = {
+                    name: tf.TensorSpec((None, *value.shape[1:]), tf.as_dtype(value.dtype))
+                    for name, value in inputs.items()
+                }
                 functions[key] = tf.function(predict_next, input_signature=[signature])
             return functions[key](inputs)
 

@@ -6,6 +6,7 @@ from typing import Optional
 from kstory.config_checks import check_field_types
 from kstory.models.story_backbone import MODALITIES
 from kstory.models.story_backbone import TEMPORAL_MODELS
+from kstory.models.story_backbone import TEXT_POOLINGS
 from kstory.models.story_model import IMAGE_LOSSES
 
 DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -113,7 +114,7 @@ class ModelConfig:
         choices = {
             "temporal_model": TEMPORAL_MODELS,
             "modalities": MODALITIES,
-            "contrastive_text_pooling": ("cls", "mean"),
+            "contrastive_text_pooling": TEXT_POOLINGS,
             "image_loss": IMAGE_LOSSES,
             "dtype_policy": DTYPE_POLICIES,
         }

@@ -13,6 +13,7 @@ from kstory.layers.text_decoder import TextDecoder
 
 TEMPORAL_MODELS = ("gru", "transformer")
 MODALITIES = ("both", "images", "captions")
+TEXT_POOLINGS = ("cls", "mean")
 
 
 def masked_mean(states, mask):
@@ -136,9 +137,9 @@ class StoryBackbone(keras_hub.models.Backbone):
         dtype=None,
         **kwargs,
     ):
-        if contrastive_text_pooling not in ("cls", "mean"):
+        if contrastive_text_pooling not in TEXT_POOLINGS:
             raise ValueError(
-                "contrastive_text_pooling must be 'cls' or 'mean'; got "
+                f"contrastive_text_pooling must be one of {TEXT_POOLINGS}; got "
                 f"{contrastive_text_pooling!r}."
             )
         if temporal_model not in TEMPORAL_MODELS:

@@ -27,12 +27,9 @@ def _batch_statistics_function(encoder, layers, preprocess):
         for layer in layers
         for variable in (layer.moving_mean, layer.moving_variance)
     ]
-    key = (
-        tuple(id(v) for v in encoder.trainable_variables),
-        tuple(id(v) for v in variables),
-        tuple(wanted),
-        id(preprocess),
-    )
+    # The traced function depends only on which statistics it returns and on
+    # `preprocess`; other changes of the variable lists retrace by themselves.
+    key = (tuple(wanted), id(preprocess))
     cached = _COMPILED_STATISTICS.get(encoder)
     if cached is not None and cached[0] == key:
         return cached[1]
