@@ -51,3 +51,22 @@ class TestTextDecoder(TestCase):
     def test_config(self):
         restored = self.run_config_round_trip(TextDecoder(30, embedding_dim=8, units=12))
         assert (restored.vocabulary_size, restored.embedding_dim, restored.units) == (30, 8, 12)
+
+    def test_steps_reuse_the_memory_projections_of_the_cache(self):
+        # Generation projects the fixed memory once: a step must not project
+        # keys or values again (that cost ~25x the rest of a step).
+        decoder = TextDecoder(vocabulary_size=30, embedding_dim=8, units=12, attention_heads=2)
+        rng = np.random.default_rng(0)
+        state = rng.normal(size=(2, 10)).astype("float32")
+        memory = rng.normal(size=(2, 7, 12)).astype("float32")
+        decoder(np.ones((2, 3), "int32"), state, memory, np.ones((2, 7), bool))
+        cache = decoder.initial_cache(state, memory, np.ones((2, 7), bool))
+        assert tuple(keras.ops.shape(cache[2])) == (2, 2, 7, 2, 6)
+
+        def fail(*args, **kwargs):
+            raise AssertionError("a step projected the memory again")
+
+        decoder.attention._key_dense.call = fail
+        decoder.attention._value_dense.call = fail
+        logits, _ = decoder.step(np.ones((2,), "int32"), cache)
+        assert tuple(keras.ops.shape(logits)) == (2, 30)

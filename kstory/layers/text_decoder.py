@@ -1,6 +1,7 @@
 """An autoregressive GRU decoder of token ids, conditioned on the story state."""
 
 import keras
+import keras_hub
 from keras import ops
 
 
@@ -19,7 +20,10 @@ class TextDecoder(keras.layers.Layer):
     and the logits read both. Captions of a story repeat names, objects and
     places from step to step; attention lets the decoder copy them instead of
     squeezing every word through the single story-state vector. The GRU keeps
-    a constant-size cache; the memory is fixed per story.
+    a constant-size cache; the memory is fixed per story, so generation
+    projects its keys and values once, into the cache
+    (`keras_hub.layers.CachedMultiHeadAttention`), and each step projects
+    only its query.
 
     Args:
         vocabulary_size: int. Size of the token vocabulary.
@@ -41,7 +45,7 @@ class TextDecoder(keras.layers.Layer):
         self.attention_heads = attention_heads
         self.attention = None
         if attention_heads:
-            self.attention = keras.layers.MultiHeadAttention(
+            self.attention = keras_hub.layers.CachedMultiHeadAttention(
                 attention_heads,
                 key_dim=max(units // attention_heads, 1),
                 dtype=self.dtype_policy,
@@ -72,41 +76,56 @@ class TextDecoder(keras.layers.Layer):
         self.logits.build((batch, None, self.units * (2 if self.attention else 1)))
 
     def initial_cache(self, story_state, memory=None, memory_mask=None):
-        """The generation cache: GRU state, condition, and the memory if attending."""
+        """The generation cache: GRU state, condition and, if attending, the
+        memory's projected keys and values `(batch, 2, slots, heads, size)`
+        with its mask."""
         cache = (
             self.initial_state_projection(story_state),
             self.condition_projection(story_state),
         )
         if self.attention is not None:
-            cache += (memory, ops.cast(memory_mask, "bool"))
+            key_value = ops.stack(
+                [self.attention._key_dense(memory), self.attention._value_dense(memory)], axis=1
+            )
+            cache += (key_value, ops.cast(memory_mask, "bool"))
         return cache
 
-    def _read(self, hidden, cache):
-        """Logits from GRU outputs `(batch, length, units)`, attending if set up."""
+    def _read(self, hidden, memory=None, memory_mask=None, key_value=None):
+        """Logits from GRU outputs `(batch, length, units)`, attending over
+        `memory`, or over its projections `key_value`, if set up."""
         if self.attention is None:
             return self.logits(hidden)
-        memory, memory_mask = cache[2], cache[3]
-        attended = self.attention(
-            hidden, memory, memory, attention_mask=ops.expand_dims(memory_mask, 1)
-        )
+        attention_mask = ops.expand_dims(ops.cast(memory_mask, "bool"), 1)
+        if key_value is None:
+            attended = self.attention(hidden, memory, attention_mask=attention_mask)
+        else:
+            attended, _ = self.attention(
+                hidden, hidden, attention_mask=attention_mask, cache=key_value
+            )
         return self.logits(ops.concatenate([hidden, ops.cast(attended, hidden.dtype)], axis=-1))
 
     def call(self, token_ids, story_state, memory=None, memory_mask=None):
-        cache = self.initial_cache(story_state, memory, memory_mask)
-        state, condition = cache[0], cache[1]
+        state = self.initial_state_projection(story_state)
+        condition = self.condition_projection(story_state)
         embedded = self.token_embedding(token_ids)
         condition = ops.broadcast_to(
             ops.expand_dims(condition, 1), ops.shape(embedded)[:-1] + (self.embedding_dim,)
         )
         hidden = self.gru(ops.concatenate([embedded, condition], axis=-1), initial_state=state)
-        return self._read(hidden, cache)
+        return self._read(hidden, memory, memory_mask)
 
     def step(self, token_ids, cache):
         """Advances one token: `(batch,)` ids -> `(batch, vocabulary)` logits, new cache."""
         state, condition = cache[0], cache[1]
         embedded = self.token_embedding(token_ids)
         hidden, _ = self.gru.cell(ops.concatenate([embedded, condition], axis=-1), state)
-        logits = self._read(ops.expand_dims(hidden, 1), cache)[:, 0]
+        if self.attention is None:
+            logits = self._read(ops.expand_dims(hidden, 1))[:, 0]
+        else:
+            key_value, memory_mask = cache[2], cache[3]
+            logits = self._read(
+                ops.expand_dims(hidden, 1), memory_mask=memory_mask, key_value=key_value
+            )[:, 0]
         return logits, (hidden, condition) + tuple(cache[2:])
 
     def compute_output_shape(self, token_ids_shape, story_state_shape=None, *args):
