@@ -2,6 +2,7 @@
 
 import dataclasses
 import importlib.util
+import json
 import os
 import typing
 
@@ -97,6 +98,14 @@ def _parse_value(key, text, annotation):
             raise ValueError(
                 f"{key} takes {article} {annotation.__name__}; got {text!r}."
             ) from None
+    if annotation is dict:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = None
+        if not isinstance(value, dict):
+            raise ValueError(f'{key} takes a JSON object, e.g. {{"alpha": 0.75}}; got {text!r}.')
+        return value
     raise ValueError(f"{key} cannot be set from the command line.")
 
 

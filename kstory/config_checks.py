@@ -4,7 +4,13 @@ import dataclasses
 import os
 import typing
 
-_TYPE_NAMES = {int: "an int", float: "a number", str: "a string", bool: "true or false"}
+_TYPE_NAMES = {
+    int: "an int",
+    float: "a number",
+    str: "a string",
+    bool: "true or false",
+    dict: "a dict",
+}
 
 
 def _accepts(annotation, value):
@@ -22,8 +28,8 @@ def check_field_types(instance, section):
     error would surface later as an unrelated `TypeError`.
 
     Args:
-        instance: a config dataclass with `int`, `float`, `str`, `bool` or
-            `Optional[...]` fields (others are not checked).
+        instance: a config dataclass with `int`, `float`, `str`, `bool`, `dict`
+            or `Optional[...]` fields (others are not checked).
         section: str. Its key prefix, e.g. `"data"`.
 
     Example:

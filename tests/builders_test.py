@@ -66,3 +66,23 @@ def test_story_model_from_configs_uses_the_named_application(tiny_preprocessor):
     assert model.backbone.image_preprocessing.mode == "none"
     assert model.backbone.vocabulary_size == tiny_preprocessor.tokenizer.vocabulary_size()
     assert model.pad_token_id == tiny_preprocessor.tokenizer.pad_token_id
+
+
+def test_image_encoder_options_reach_the_application():
+    full = build_image_encoder("MobileNetV3Small", "none", 32)
+    options = {"minimalistic": True}
+    minimalistic = build_image_encoder("MobileNetV3Small", "none", 32, options=options)
+    # Minimalistic MobileNetV3 has no squeeze-and-excitation blocks (Multiply
+    # layers), hence fewer weights.
+    assert not any(type(layer).__name__ == "Multiply" for layer in minimalistic.layers)
+    assert any(type(layer).__name__ == "Multiply" for layer in full.layers)
+    assert minimalistic.count_params() < full.count_params()
+    with pytest.raises(ValueError, match=r"model.image_encoder_options \{'width': 2\}"):
+        build_image_encoder("MobileNetV3Small", "none", 32, options={"width": 2})
+
+
+def test_story_model_from_configs_passes_the_encoder_options(tiny_preprocessor):
+    config = tiny_model_config(image_encoder_options={"minimalistic": True})
+    model = build_story_model(config, tiny_data_config(), tiny_preprocessor)
+    names = [type(layer).__name__ for layer in model.backbone.image_encoder.layers]
+    assert "Multiply" not in names

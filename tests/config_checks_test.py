@@ -14,6 +14,7 @@ class _Section:
     name: str = "a"
     flag: bool = False
     path: Optional[str] = None
+    options: dict = dataclasses.field(default_factory=dict)
 
 
 @pytest.mark.parametrize(
@@ -26,6 +27,7 @@ class _Section:
         ({"flag": 1}, "section.flag must be true or false; got 1 (int)"),
         ({"name": 3}, "section.name must be a string"),
         ({"path": 3}, "section.path must be a string"),
+        ({"options": "alpha=1"}, "section.options must be a dict"),
     ],
 )
 def test_wrong_types_name_the_key(values, message):
@@ -34,7 +36,9 @@ def test_wrong_types_name_the_key(values, message):
 
 
 def test_right_types_pass():
-    check_field_types(_Section(count=2, rate=1, name="b", flag=True, path="x"), "section")
+    check_field_types(
+        _Section(count=2, rate=1, name="b", flag=True, path="x", options={"a": 1}), "section"
+    )
     check_field_types(_Section(path=None), "section")
 
 

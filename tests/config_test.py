@@ -17,9 +17,11 @@ def test_overrides_parse_types():
             "data.validation_fraction=0.2",
             "data.tokenizer=some/folder",
             "data.path=none",
+            'model.image_encoder_options={"alpha": 0.75}',
             "seed=3",
         ],
     )
+    assert config.model.image_encoder_options == {"alpha": 0.75}
     assert config.data.batch_size == 4 and config.data.validate_images is False
     assert config.data.validation_fraction == 0.2 and config.data.tokenizer == "some/folder"
     assert config.data.path is None and config.seed == 3
@@ -40,6 +42,9 @@ def test_unknown_key_names_the_key_and_the_valid_ones():
         ("data.source=coco", "data.source must be one of"),
         ("data.batch_size=0", "data.batch_size must be positive"),
         ("data.batch_size", "key=value"),
+        ("model.image_encoder_options=alpha", "model.image_encoder_options takes a JSON object"),
+        ("model.image_encoder_options=[1]", "model.image_encoder_options takes a JSON object"),
+        ("model.decoder_refinement_filters=0", "model.decoder_refinement_filters must be positive"),
     ],
 )
 def test_bad_values_name_the_key(assignment, message):

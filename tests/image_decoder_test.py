@@ -36,3 +36,12 @@ class TestImageDecoder(TestCase):
     def test_config(self):
         restored = self.run_config_round_trip(ImageDecoder(16, filters=24))
         assert restored.image_size == 16 and restored.num_upsamplings == 2
+        restored = self.run_config_round_trip(ImageDecoder(16, residual=True, refinement_filters=8))
+        assert restored.refinement_filters == 8
+
+    def test_refinement_filters_size_the_residual_convolutions(self):
+        decoder = ImageDecoder(8, filters=16, residual=True, refinement_filters=8)
+        decoder(np.ones((2, 10)), np.zeros((2, 1, 8, 8, 3), "uint8"))
+        assert [layer.filters for layer in decoder.refinements] == [8, 8]
+        # The story state scales and shifts each refinement channel.
+        assert decoder.modulation.units == 2 * 8 * 2

@@ -6,7 +6,6 @@ import keras
 from keras import ops
 
 _EPSILON = 1e-3
-_REFINEMENT_FILTERS = 32
 
 
 @keras.saving.register_keras_serializable(package="kstory")
@@ -29,6 +28,8 @@ class ImageDecoder(keras.layers.Layer):
         filters: int. Channels at 4x4; halved at each upsampling, down to 16.
         residual: bool. Predict a change to the last context frame, from the
             last context frames passed to `call` as `(batch, frames, H, W, 3)`.
+        refinement_filters: int. Channels of the residual path's two
+            full-resolution convolutions, the decoder's costliest layers.
 
     Example:
     >>> keras.ops.shape(ImageDecoder(image_size=32, filters=64)(np.zeros((2, 10))))
@@ -38,7 +39,7 @@ class ImageDecoder(keras.layers.Layer):
     (2, 32, 32, 3)
     """
 
-    def __init__(self, image_size=64, filters=256, residual=False, **kwargs):
+    def __init__(self, image_size=64, filters=256, residual=False, refinement_filters=32, **kwargs):
         super().__init__(**kwargs)
         num_upsamplings = math.log2(image_size / 4) if image_size >= 4 else -1
         if num_upsamplings < 0 or not num_upsamplings.is_integer():
@@ -48,6 +49,7 @@ class ImageDecoder(keras.layers.Layer):
             )
         self.image_size = image_size
         self.filters = filters
+        self.refinement_filters = refinement_filters
         self.residual = residual
         self.num_upsamplings = int(num_upsamplings)
         self.seed_projection = keras.layers.Dense(
@@ -73,7 +75,7 @@ class ImageDecoder(keras.layers.Layer):
         if residual:
             self.refinements = [
                 keras.layers.Conv2D(
-                    _REFINEMENT_FILTERS,
+                    refinement_filters,
                     3,
                     padding="same",
                     activation="gelu",
@@ -88,7 +90,7 @@ class ImageDecoder(keras.layers.Layer):
             # path alone drew too weakly to learn. Zero-initialised:
             # training starts from the unmodulated decoder.
             self.modulation = keras.layers.Dense(
-                2 * _REFINEMENT_FILTERS * len(self.refinements),
+                2 * refinement_filters * len(self.refinements),
                 kernel_initializer="zeros",
                 dtype=self.dtype_policy,
                 name="modulation",
@@ -135,8 +137,9 @@ class ImageDecoder(keras.layers.Layer):
         x = ops.concatenate([x, ops.cast(frames, x.dtype)], axis=-1)
         modulation = self.modulation(story_state)[:, None, None, :]
         for i, layer in enumerate(self.refinements):
+            width = 2 * self.refinement_filters
             scale, shift = ops.split(
-                modulation[..., 2 * i * _REFINEMENT_FILTERS : 2 * (i + 1) * _REFINEMENT_FILTERS],
+                modulation[..., i * width : (i + 1) * width],
                 2,
                 axis=-1,
             )
@@ -171,4 +174,5 @@ class ImageDecoder(keras.layers.Layer):
             "image_size": self.image_size,
             "filters": self.filters,
             "residual": self.residual,
+            "refinement_filters": self.refinement_filters,
         }

@@ -11,7 +11,7 @@ from kstory.models.story_backbone import StoryBackbone
 from kstory.models.story_model import StoryModel
 
 
-def build_image_encoder(name, weights, image_size, batch_norm_momentum=None):
+def build_image_encoder(name, weights, image_size, batch_norm_momentum=None, options=None):
     """A headless `keras.applications` model with average pooling.
 
     Args:
@@ -21,6 +21,8 @@ def build_image_encoder(name, weights, image_size, batch_norm_momentum=None):
         batch_norm_momentum: float or None. Momentum of the encoder's
             batch-normalisation moving statistics; None keeps the
             application's (0.99 to 0.999). See `set_batch_norm_momentum`.
+        options: dict or None. Further keyword arguments of the application
+            (`model.image_encoder_options`).
     """
     application = getattr(keras.applications, name, None)
     if application is None or not callable(application):
@@ -38,7 +40,15 @@ def build_image_encoder(name, weights, image_size, batch_norm_momentum=None):
             weights=weights,
             pooling="avg",
             input_shape=(image_size, image_size, 3),
+            **(options or {}),
         )
+    except TypeError as error:
+        if not options:
+            raise
+        raise ValueError(
+            f"model.image_encoder_options {options!r} are not all arguments of "
+            f"keras.applications.{name} ({error})."
+        ) from error
     except Exception as error:
         if weights != "imagenet":
             raise
@@ -147,6 +157,7 @@ def build_story_model(
                 model_config.image_encoder,
                 model_config.image_weights,
                 data_config.image_size,
+                options=model_config.image_encoder_options,
                 batch_norm_momentum=(
                     None
                     if model_config.freeze_image_encoder
@@ -205,6 +216,7 @@ def _build_backbone(
         temporal_num_layers=model_config.temporal_num_layers,
         temporal_num_heads=model_config.temporal_num_heads,
         decoder_filters=model_config.decoder_filters,
+        decoder_refinement_filters=model_config.decoder_refinement_filters,
         image_decoder_residual=model_config.image_decoder_residual,
         contrastive_head=model_config.contrastive_head,
         contrastive_text_pooling=model_config.contrastive_text_pooling,

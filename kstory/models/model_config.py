@@ -25,6 +25,9 @@ class ModelConfig:
         image_weights: str. `"imagenet"` (needs network or the Keras cache),
             `"none"` (random), or a local weights file (`.weights.h5` or a
             legacy no-top `.h5`).
+        image_encoder_options: dict. Further keyword arguments of the
+            `keras.applications` constructor, e.g. `{"minimalistic": True}`
+            or `{"alpha": 0.75}` for the MobileNets.
         freeze_image_encoder: bool. Keep the image encoder fixed.
         image_batch_norm_momentum: float. Momentum of a trained (not frozen)
             image encoder's batch-normalisation statistics, which inference
@@ -52,6 +55,8 @@ class ModelConfig:
         temporal_num_layers: int. Transformer layers.
         temporal_num_heads: int. Transformer heads.
         decoder_filters: int. Image decoder channels at 4x4.
+        decoder_refinement_filters: int. Image decoder channels of the
+            residual path's full-resolution convolutions.
         image_decoder_residual: bool. Predict the next frame as a change to the
             last context frame.
         text_decoder_embedding_dim: int. Text decoder token embedding size.
@@ -78,6 +83,7 @@ class ModelConfig:
 
     image_encoder: str = "ResNet50"
     image_weights: Optional[str] = "imagenet"
+    image_encoder_options: dict = dataclasses.field(default_factory=dict)
     freeze_image_encoder: bool = True
     image_batch_norm_momentum: float = 0.9
     text_encoder: str = "tiny"
@@ -94,6 +100,7 @@ class ModelConfig:
     temporal_num_layers: int = 2
     temporal_num_heads: int = 4
     decoder_filters: int = 256
+    decoder_refinement_filters: int = 32
     image_decoder_residual: bool = True
     text_decoder_embedding_dim: int = 256
     text_decoder_units: int = 512
@@ -128,6 +135,7 @@ class ModelConfig:
             "fusion_dim",
             "temporal_units",
             "decoder_filters",
+            "decoder_refinement_filters",
             "text_decoder_embedding_dim",
             "text_decoder_units",
             "tiny_text_layers",

@@ -63,6 +63,8 @@ class StoryBackbone(keras_hub.models.Backbone):
         temporal_num_layers: int. Transformer layers (transformer only).
         temporal_num_heads: int. Attention heads (transformer only).
         decoder_filters: int. Channels of the image decoder's first feature map.
+        decoder_refinement_filters: int. Channels of the residual image
+            decoder's full-resolution convolutions.
         image_decoder_residual: bool. Predict the next frame as a change to
             the last context frame (see `ImageDecoder`).
         text_decoder_embedding_dim: int. Token embedding size of the decoder.
@@ -125,6 +127,7 @@ class StoryBackbone(keras_hub.models.Backbone):
         temporal_num_layers=2,
         temporal_num_heads=4,
         decoder_filters=256,
+        decoder_refinement_filters=32,
         image_decoder_residual=False,
         text_decoder_embedding_dim=256,
         text_decoder_units=512,
@@ -218,6 +221,7 @@ class StoryBackbone(keras_hub.models.Backbone):
             target_image_size,
             decoder_filters,
             residual=image_decoder_residual,
+            refinement_filters=decoder_refinement_filters,
             dtype=dtype,
             name="image_decoder",
         )
@@ -267,6 +271,7 @@ class StoryBackbone(keras_hub.models.Backbone):
         self.temporal_num_layers = temporal_num_layers
         self.temporal_num_heads = temporal_num_heads
         self.decoder_filters = decoder_filters
+        self.decoder_refinement_filters = decoder_refinement_filters
         self.image_decoder_residual = image_decoder_residual
         self.text_decoder_embedding_dim = text_decoder_embedding_dim
         self.text_decoder_units = text_decoder_units
@@ -451,6 +456,7 @@ class StoryBackbone(keras_hub.models.Backbone):
                 "temporal_num_layers": self.temporal_num_layers,
                 "temporal_num_heads": self.temporal_num_heads,
                 "decoder_filters": self.decoder_filters,
+                "decoder_refinement_filters": self.decoder_refinement_filters,
                 "image_decoder_residual": self.image_decoder_residual,
                 "text_decoder_embedding_dim": self.text_decoder_embedding_dim,
                 "text_decoder_units": self.text_decoder_units,
