@@ -135,14 +135,11 @@ class ImageDecoder(keras.layers.Layer):
         frames = ops.concatenate([last_frames[:, i] for i in range(num_frames)], axis=-1)
         frames = self.resize_frames(frames) / 255.0
         x = ops.concatenate([x, ops.cast(frames, x.dtype)], axis=-1)
-        modulation = self.modulation(story_state)[:, None, None, :]
-        for i, layer in enumerate(self.refinements):
-            width = 2 * self.refinement_filters
-            scale, shift = ops.split(
-                modulation[..., i * width : (i + 1) * width],
-                2,
-                axis=-1,
-            )
+        # One scale and one shift per refinement, in that order.
+        modulation = ops.split(
+            self.modulation(story_state)[:, None, None, :], 2 * len(self.refinements), axis=-1
+        )
+        for layer, scale, shift in zip(self.refinements, modulation[0::2], modulation[1::2]):
             x = layer(x) * (1 + scale) + shift
         last = ops.clip(frames[..., -3:], _EPSILON, 1 - _EPSILON)
         return ops.sigmoid(ops.log(last) - ops.log(1 - last) + self.to_rgb(x))

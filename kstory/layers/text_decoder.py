@@ -119,13 +119,9 @@ class TextDecoder(keras.layers.Layer):
         state, condition = cache[0], cache[1]
         embedded = self.token_embedding(token_ids)
         hidden, _ = self.gru.cell(ops.concatenate([embedded, condition], axis=-1), state)
-        if self.attention is None:
-            logits = self._read(ops.expand_dims(hidden, 1))[:, 0]
-        else:
-            key_value, memory_mask = cache[2], cache[3]
-            logits = self._read(
-                ops.expand_dims(hidden, 1), memory_mask=memory_mask, key_value=key_value
-            )[:, 0]
+        # The cache's projected memory and its mask, when attending.
+        memory = dict(zip(("key_value", "memory_mask"), cache[2:]))
+        logits = self._read(ops.expand_dims(hidden, 1), **memory)[:, 0]
         return logits, (hidden, condition) + tuple(cache[2:])
 
     def compute_output_shape(self, token_ids_shape, story_state_shape=None, *args):
