@@ -30,7 +30,7 @@ def check_field_types(instance, section):
     Args:
         instance: a config dataclass with `int`, `float`, `str`, `bool`, `dict`
             or `Optional[...]` fields (others are not checked).
-        section: str. Its key prefix, e.g. `"data"`.
+        section: str. Its key prefix, e.g. `"data"`; `""` for none.
 
     Example:
     >>> from kstory.data.data_config import DataConfig
@@ -47,9 +47,9 @@ def check_field_types(instance, section):
                 continue
             annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
         if annotation in _TYPE_NAMES and not _accepts(annotation, value):
+            key = f"{section}.{field.name}" if section else field.name
             raise ValueError(
-                f"{section}.{field.name} must be {_TYPE_NAMES[annotation]}; "
-                f"got {value!r} ({type(value).__name__})."
+                f"{key} must be {_TYPE_NAMES[annotation]}; got {value!r} ({type(value).__name__})."
             )
 
 

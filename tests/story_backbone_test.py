@@ -24,6 +24,8 @@ def _backbone(**overrides):
         decoder_filters=16,
         text_decoder_embedding_dim=8,
         text_decoder_units=16,
+        text_decoder_attention_heads=0,
+        image_decoder_residual=False,
     )
     settings.update(overrides)
     return StoryBackbone(**settings)

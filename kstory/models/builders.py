@@ -126,7 +126,7 @@ def build_story_model(
     data_config,
     preprocessor,
     image_encoder=None,
-    image_preprocessing="tf",
+    image_preprocessing=None,
     vocabulary_size=None,
 ):
     """Builds (not compiles) a `StoryModel` for a data config and preprocessor.
@@ -140,7 +140,8 @@ def build_story_model(
         image_encoder: optional `keras.Model` mapping `(image_size, image_size,
             3)` images to a feature vector, used instead of
             `model_config.image_encoder` (e.g. a small CNN in tests).
-        image_preprocessing: str. Input mode of a given `image_encoder`.
+        image_preprocessing: str. Input mode of a given `image_encoder`;
+            None for `StoryBackbone`'s default.
         vocabulary_size: int. Only without a preprocessor.
     """
     if preprocessor is not None:
@@ -196,35 +197,21 @@ def _build_backbone(
     image_preprocessing,
     pad_token_id=0,
 ):
+    text_backbone = build_text_backbone(model_config, vocabulary_size, data_config.sequence_length)
+    if image_preprocessing is not None:
+        image_encoder_input = {"image_preprocessing": image_preprocessing}
+    else:
+        image_encoder_input = {}
     return StoryBackbone(
-        image_encoder=image_encoder,
-        text_backbone=build_text_backbone(
-            model_config, vocabulary_size, data_config.sequence_length
-        ),
-        vocabulary_size=vocabulary_size,
+        image_encoder,
+        text_backbone,
+        vocabulary_size,
         image_size=data_config.image_size,
         target_image_size=data_config.target_image_size,
         num_context_steps=data_config.num_context_steps,
         sequence_length=data_config.sequence_length,
-        image_preprocessing=image_preprocessing,
-        freeze_image_encoder=model_config.freeze_image_encoder,
-        num_frozen_text_layers=model_config.num_frozen_text_layers,
-        embedding_dim=model_config.embedding_dim,
-        fusion_dim=model_config.fusion_dim,
-        temporal_model=model_config.temporal_model,
-        temporal_units=model_config.temporal_units,
-        temporal_num_layers=model_config.temporal_num_layers,
-        temporal_num_heads=model_config.temporal_num_heads,
-        decoder_filters=model_config.decoder_filters,
-        decoder_refinement_filters=model_config.decoder_refinement_filters,
-        image_decoder_residual=model_config.image_decoder_residual,
-        contrastive_head=model_config.contrastive_head,
-        contrastive_text_pooling=model_config.contrastive_text_pooling,
-        image_memory=model_config.image_memory,
         pad_token_id=pad_token_id,
-        text_decoder_embedding_dim=model_config.text_decoder_embedding_dim,
-        text_decoder_units=model_config.text_decoder_units,
-        text_decoder_attention_heads=model_config.text_decoder_attention_heads,
-        modalities=model_config.modalities,
         dtype=model_config.dtype_policy,
+        **image_encoder_input,
+        **model_config.backbone_settings(),
     )

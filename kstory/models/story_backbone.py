@@ -10,10 +10,7 @@ from kstory.layers.image_preprocessing import ImagePreprocessing
 from kstory.layers.step_text_encoder import StepTextEncoder
 from kstory.layers.temporal_transformer import TemporalTransformer
 from kstory.layers.text_decoder import TextDecoder
-
-TEMPORAL_MODELS = ("gru", "transformer")
-MODALITIES = ("both", "images", "captions")
-TEXT_POOLINGS = ("cls", "mean")
+from kstory.models.backbone_config import BackboneConfig
 
 
 def masked_mean(states, mask):
@@ -53,41 +50,12 @@ class StoryBackbone(keras_hub.models.Backbone):
         sequence_length: int. Tokens per context caption.
         image_preprocessing: str. Input mode of `image_encoder` (see
             `ImagePreprocessing`).
-        freeze_image_encoder: bool. Keep the image encoder's weights fixed.
-        num_frozen_text_layers: int. Lower text transformer layers frozen, with
-            the embeddings; -1 freezes nothing.
-        embedding_dim: int. Size of the shared image/text embedding.
-        fusion_dim: int. Size of each fused step.
-        temporal_model: str. `"gru"` or `"transformer"`.
-        temporal_units: int. Size of the story state.
-        temporal_num_layers: int. Transformer layers (transformer only).
-        temporal_num_heads: int. Attention heads (transformer only).
-        decoder_filters: int. Channels of the image decoder's first feature map.
-        decoder_refinement_filters: int. Channels of the residual image
-            decoder's full-resolution convolutions.
-        image_decoder_residual: bool. Predict the next frame as a change to
-            the last context frame (see `ImageDecoder`).
-        text_decoder_embedding_dim: int. Token embedding size of the decoder.
-        text_decoder_units: int. GRU units of the text decoder.
-        text_decoder_attention_heads: int. Heads with which the text decoder
-            attends over the context captions' tokens; 0 for none.
-        modalities: str. `"both"`; or, for the fusion ablation, `"images"`
-            (the captions' embeddings and tokens are zeroed before fusion)
-            or `"captions"` (the images' embeddings are zeroed, and the image
-            decoder, which must then not be residual, sees no frame).
-        contrastive_head: bool. Fuse each step through projections of its
-            own: `image_embeddings` / `text_embeddings`, which the contrastive
-            loss aligns, are then a head beside the fusion path (SimCLR's
-            projection head), not its input.
-        contrastive_text_pooling: str. What `text_embeddings` project: the
-            caption's `"cls"` vector (the fusion's input too), or the `"mean"`
-            of its token states, which carries every word from the first step
-            (see `embed_caption`).
-        image_memory: bool. With an attending text decoder, its memory also
-            holds one slot per context image (see `ContextMemory`).
         pad_token_id: int. The padding id of `decoder_token_ids`: the next
             caption that the image decoder reads is masked with it.
         dtype: str or `keras.DTypePolicy`. Compute dtype; heads stay float32.
+        **kwargs: the architecture, every field of `BackboneConfig`
+            (`embedding_dim`, `temporal_model`, ...; each defaults as
+            there), and the `keras.Model` arguments (`name`, ...).
 
     Example:
     >>> backbone = StoryBackbone(
@@ -117,128 +85,28 @@ class StoryBackbone(keras_hub.models.Backbone):
         target_image_size=64,
         num_context_steps=4,
         sequence_length=32,
-        image_preprocessing="caffe",
-        freeze_image_encoder=True,
-        num_frozen_text_layers=0,
-        embedding_dim=256,
-        fusion_dim=256,
-        temporal_model="gru",
-        temporal_units=512,
-        temporal_num_layers=2,
-        temporal_num_heads=4,
-        decoder_filters=256,
-        decoder_refinement_filters=32,
-        image_decoder_residual=False,
-        text_decoder_embedding_dim=256,
-        text_decoder_units=512,
-        text_decoder_attention_heads=0,
-        modalities="both",
-        contrastive_head=True,
-        contrastive_text_pooling="cls",
-        image_memory=True,
+        image_preprocessing="tf",
         pad_token_id=0,
         dtype=None,
         **kwargs,
     ):
-        if contrastive_text_pooling not in TEXT_POOLINGS:
-            raise ValueError(
-                f"contrastive_text_pooling must be one of {TEXT_POOLINGS}; got "
-                f"{contrastive_text_pooling!r}."
-            )
-        if temporal_model not in TEMPORAL_MODELS:
-            raise ValueError(
-                f"temporal_model must be one of {TEMPORAL_MODELS}; got {temporal_model!r}."
-            )
-        if modalities not in MODALITIES:
-            raise ValueError(f"modalities must be one of {MODALITIES}; got {modalities!r}.")
-        if modalities == "captions" and image_decoder_residual:
-            raise ValueError(
-                "A captions-only model cannot copy the last frame: set "
-                "image_decoder_residual=False with modalities='captions'."
-            )
-        # Set before the functional graph is built: the graph reads them.
-        self.modalities = modalities
+        settings = BackboneConfig(
+            **{name: kwargs.pop(name) for name in BackboneConfig.field_names() if name in kwargs}
+        )
+        # === Config === (set first: building the graph reads them)
+        for name, value in settings.backbone_settings().items():
+            setattr(self, name, value)
+        self.vocabulary_size = vocabulary_size
+        self.image_size = image_size
+        self.target_image_size = target_image_size
+        self.num_context_steps = num_context_steps
         self.sequence_length = sequence_length
+        self.image_preprocessing_mode = image_preprocessing
         self.pad_token_id = pad_token_id
         # === Layers ===
-        self.image_preprocessing = ImagePreprocessing(
-            image_preprocessing, dtype=dtype, name="image_preprocessing"
-        )
         self.image_encoder = image_encoder
-        self.image_projection = keras.layers.Dense(
-            embedding_dim, dtype=dtype, name="image_projection"
-        )
-        self.text_encoder = StepTextEncoder(
-            text_backbone, num_frozen_text_layers, dtype=dtype, name="text_encoder"
-        )
-        self.text_projection = keras.layers.Dense(
-            embedding_dim, dtype=dtype, name="text_projection"
-        )
-        self.contrastive_head = contrastive_head
-        self.contrastive_text_pooling = contrastive_text_pooling
-        self.image_fusion_projection = self.text_fusion_projection = None
-        if contrastive_head:
-            self.image_fusion_projection = keras.layers.Dense(
-                embedding_dim, dtype=dtype, name="image_fusion_projection"
-            )
-            self.text_fusion_projection = keras.layers.Dense(
-                embedding_dim, dtype=dtype, name="text_fusion_projection"
-            )
-        # What the image decoder reads of the next caption (`embed_caption`).
-        self.caption_projection = keras.layers.Dense(
-            embedding_dim, dtype=dtype, name="caption_projection"
-        )
-        self.fusion_concat = keras.layers.Concatenate(dtype=dtype, name="fusion_concat")
-        self.fusion_dense = keras.layers.TimeDistributed(
-            # Sublayers are named: an auto-generated name ("dense_19") depends
-            # on what else the process built, and names key optimizer slots.
-            keras.layers.Dense(
-                fusion_dim, activation="gelu", dtype=dtype, name="fusion_projection"
-            ),
-            dtype=dtype,
-            name="fusion_dense",
-        )
-        self.fusion_norm = keras.layers.TimeDistributed(
-            keras.layers.LayerNormalization(dtype=dtype, name="fusion_layer_norm"),
-            dtype=dtype,
-            name="fusion_norm",
-        )
-        if temporal_model == "gru":
-            self.temporal = keras.layers.GRU(
-                temporal_units, return_sequences=True, dtype=dtype, name="temporal"
-            )
-        else:
-            self.temporal = TemporalTransformer(
-                temporal_units,
-                num_layers=temporal_num_layers,
-                num_heads=temporal_num_heads,
-                max_steps=num_context_steps,
-                return_sequences=True,
-                dtype=dtype,
-                name="temporal",
-            )
-        self.image_decoder = ImageDecoder(
-            target_image_size,
-            decoder_filters,
-            residual=image_decoder_residual,
-            refinement_filters=decoder_refinement_filters,
-            dtype=dtype,
-            name="image_decoder",
-        )
-        self.context_memory = None
-        self.image_memory = image_memory and bool(text_decoder_attention_heads)
-        if text_decoder_attention_heads:
-            self.context_memory = ContextMemory(
-                text_decoder_units, num_context_steps, dtype=dtype, name="context_memory"
-            )
-        self.text_decoder = TextDecoder(
-            vocabulary_size,
-            text_decoder_embedding_dim,
-            text_decoder_units,
-            attention_heads=text_decoder_attention_heads,
-            dtype=dtype,
-            name="text_decoder",
-        )
+        self._build_encoders(text_backbone, dtype)
+        self._build_fusion_and_decoders(dtype)
 
         # === Functional Model ===
         inputs = {
@@ -254,29 +122,90 @@ class StoryBackbone(keras_hub.models.Backbone):
             "decoder_token_ids": keras.Input((None,), dtype="int32", name="decoder_token_ids"),
         }
         super().__init__(inputs=inputs, outputs=self.compute_outputs(inputs), dtype=dtype, **kwargs)
-
-        # === Config ===
-        self.vocabulary_size = vocabulary_size
-        self.image_size = image_size
-        self.target_image_size = target_image_size
-        self.num_context_steps = num_context_steps
-        self.sequence_length = sequence_length
-        self.image_preprocessing_mode = image_preprocessing
-        self.freeze_image_encoder = freeze_image_encoder
-        self.num_frozen_text_layers = num_frozen_text_layers
-        self.embedding_dim = embedding_dim
-        self.fusion_dim = fusion_dim
-        self.temporal_model = temporal_model
-        self.temporal_units = temporal_units
-        self.temporal_num_layers = temporal_num_layers
-        self.temporal_num_heads = temporal_num_heads
-        self.decoder_filters = decoder_filters
-        self.decoder_refinement_filters = decoder_refinement_filters
-        self.image_decoder_residual = image_decoder_residual
-        self.text_decoder_embedding_dim = text_decoder_embedding_dim
-        self.text_decoder_units = text_decoder_units
-        self.text_decoder_attention_heads = text_decoder_attention_heads
         self.apply_freezing()
+
+    def _build_encoders(self, text_backbone, dtype):
+        """The image and text encoders and their projections."""
+        self.image_preprocessing = ImagePreprocessing(
+            self.image_preprocessing_mode, dtype=dtype, name="image_preprocessing"
+        )
+        self.image_projection = keras.layers.Dense(
+            self.embedding_dim, dtype=dtype, name="image_projection"
+        )
+        self.text_encoder = StepTextEncoder(
+            text_backbone, self.num_frozen_text_layers, dtype=dtype, name="text_encoder"
+        )
+        self.text_projection = keras.layers.Dense(
+            self.embedding_dim, dtype=dtype, name="text_projection"
+        )
+        self.image_fusion_projection = self.text_fusion_projection = None
+        if self.contrastive_head:
+            self.image_fusion_projection = keras.layers.Dense(
+                self.embedding_dim, dtype=dtype, name="image_fusion_projection"
+            )
+            self.text_fusion_projection = keras.layers.Dense(
+                self.embedding_dim, dtype=dtype, name="text_fusion_projection"
+            )
+        # What the image decoder reads of the next caption (`embed_caption`).
+        self.caption_projection = keras.layers.Dense(
+            self.embedding_dim, dtype=dtype, name="caption_projection"
+        )
+
+    def _build_fusion_and_decoders(self, dtype):
+        """The fusion of each step, the temporal model and the two decoders."""
+        self.fusion_concat = keras.layers.Concatenate(dtype=dtype, name="fusion_concat")
+        self.fusion_dense = keras.layers.TimeDistributed(
+            # Sublayers are named: an auto-generated name ("dense_19") depends
+            # on what else the process built, and names key optimizer slots.
+            keras.layers.Dense(
+                self.fusion_dim, activation="gelu", dtype=dtype, name="fusion_projection"
+            ),
+            dtype=dtype,
+            name="fusion_dense",
+        )
+        self.fusion_norm = keras.layers.TimeDistributed(
+            keras.layers.LayerNormalization(dtype=dtype, name="fusion_layer_norm"),
+            dtype=dtype,
+            name="fusion_norm",
+        )
+        if self.temporal_model == "gru":
+            self.temporal = keras.layers.GRU(
+                self.temporal_units, return_sequences=True, dtype=dtype, name="temporal"
+            )
+        else:
+            self.temporal = TemporalTransformer(
+                self.temporal_units,
+                num_layers=self.temporal_num_layers,
+                num_heads=self.temporal_num_heads,
+                max_steps=self.num_context_steps,
+                return_sequences=True,
+                dtype=dtype,
+                name="temporal",
+            )
+        self.image_decoder = ImageDecoder(
+            self.target_image_size,
+            self.decoder_filters,
+            residual=self.image_decoder_residual,
+            refinement_filters=self.decoder_refinement_filters,
+            dtype=dtype,
+            name="image_decoder",
+        )
+        self.context_memory = None
+        if self.text_decoder_attention_heads:
+            self.context_memory = ContextMemory(
+                self.text_decoder_units,
+                self.num_context_steps,
+                dtype=dtype,
+                name="context_memory",
+            )
+        self.text_decoder = TextDecoder(
+            self.vocabulary_size,
+            self.text_decoder_embedding_dim,
+            self.text_decoder_units,
+            attention_heads=self.text_decoder_attention_heads,
+            dtype=dtype,
+            name="text_decoder",
+        )
 
     def apply_freezing(self):
         """Freezes the image encoder and the lower text layers, as configured.
@@ -447,24 +376,7 @@ class StoryBackbone(keras_hub.models.Backbone):
                 "num_context_steps": self.num_context_steps,
                 "sequence_length": self.sequence_length,
                 "image_preprocessing": self.image_preprocessing_mode,
-                "freeze_image_encoder": self.freeze_image_encoder,
-                "num_frozen_text_layers": self.num_frozen_text_layers,
-                "embedding_dim": self.embedding_dim,
-                "fusion_dim": self.fusion_dim,
-                "temporal_model": self.temporal_model,
-                "temporal_units": self.temporal_units,
-                "temporal_num_layers": self.temporal_num_layers,
-                "temporal_num_heads": self.temporal_num_heads,
-                "decoder_filters": self.decoder_filters,
-                "decoder_refinement_filters": self.decoder_refinement_filters,
-                "image_decoder_residual": self.image_decoder_residual,
-                "text_decoder_embedding_dim": self.text_decoder_embedding_dim,
-                "text_decoder_units": self.text_decoder_units,
-                "text_decoder_attention_heads": self.text_decoder_attention_heads,
-                "modalities": self.modalities,
-                "contrastive_head": self.contrastive_head,
-                "contrastive_text_pooling": self.contrastive_text_pooling,
-                "image_memory": self.image_memory,
+                **{name: getattr(self, name) for name in BackboneConfig.field_names()},
                 "pad_token_id": self.pad_token_id,
             }
         )
