@@ -3,10 +3,11 @@
 `keras.src.testing.TestCase.run_layer_test` builds each layer eagerly and
 symbolically, checks the declared output shapes against the real ones,
 round-trips the config, and, under a `mixed_float16` policy, checks that the
-output dtypes are the ones `compute_output_spec` declares (float32 heads
-declare float32). Layers with one input also take a training step; the
-harness's training model cannot pass several named inputs, so the others
-skip that step (their fit steps are covered by tests/story_model_test.py).
+output dtypes are the ones `compute_output_spec` declares (the decoders'
+outputs, like keras-hub backbones', are in the compute dtype). Layers with
+one input also take a training step; the harness's training model cannot
+pass several named inputs, so the others skip that step (their fit steps
+are covered by tests/story_model_test.py).
 """
 
 from keras.src.testing import TestCase

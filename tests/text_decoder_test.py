@@ -43,10 +43,13 @@ class TestTextDecoder(TestCase):
         first = to_numpy(decoder(tokens, state))
         assert not np.allclose(first[0], first[1])
 
-    def test_logits_are_float32_under_mixed_precision(self):
+    def test_logits_are_in_the_compute_dtype_under_mixed_precision(self):
+        # As keras-hub's language models' are; the loss and the samplers
+        # cast them to float32 (tests/story_model_test.py's mixed-precision step).
         decoder = TextDecoder(vocabulary_size=30, embedding_dim=8, units=12, dtype="mixed_bfloat16")
         logits = decoder(np.ones((1, 3), "int32"), np.zeros((1, 4), "float32"))
-        assert keras.backend.standardize_dtype(logits.dtype) == "float32"
+        assert keras.backend.standardize_dtype(logits.dtype) == "bfloat16"
+        assert decoder.gru.cell.recurrent_kernel.dtype == "float32"
 
     def test_config(self):
         restored = self.run_config_round_trip(TextDecoder(30, embedding_dim=8, units=12))

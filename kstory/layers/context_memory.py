@@ -63,7 +63,7 @@ class ContextMemory(keras.layers.Layer):
             flat += self.num_steps
         return (sequence_shape[0], flat, self.units), (sequence_shape[0], flat)
 
-    def compute_output_spec(self, sequence, padding_mask, images=None):
+    def compute_output_spec(self, sequence, padding_mask, images=None, training=None):
         memory_shape, mask_shape = self.compute_output_shape(
             sequence.shape, padding_mask.shape, None if images is None else images.shape
         )

@@ -95,14 +95,15 @@ class ImageDecoder(keras.layers.Layer):
                 dtype=self.dtype_policy,
                 name="modulation",
             )
-        # The output head stays float32 under mixed precision.
+        # Under mixed precision the frame comes out in the compute dtype, as
+        # keras-hub backbones' outputs do; `StoryModel` reads it as float32.
         self.to_rgb = keras.layers.Conv2D(
             3,
             kernel_size=3,
             padding="same",
             activation=None if residual else "sigmoid",
             kernel_initializer="zeros" if residual else "glorot_uniform",
-            dtype="float32",
+            dtype=self.dtype_policy,
             name="to_rgb",
         )
 
@@ -141,8 +142,10 @@ class ImageDecoder(keras.layers.Layer):
         )
         for layer, scale, shift in zip(self.refinements, modulation[0::2], modulation[1::2]):
             x = layer(x) * (1 + scale) + shift
+        # The last frame's logit, and the change to it, in float32.
         last = ops.clip(frames[..., -3:], _EPSILON, 1 - _EPSILON)
-        return ops.sigmoid(ops.log(last) - ops.log(1 - last) + self.to_rgb(x))
+        change = ops.cast(self.to_rgb(x), "float32")
+        return ops.cast(ops.sigmoid(ops.log(last) - ops.log(1 - last) + change), self.compute_dtype)
 
     def resize_frames(self, frames):
         """Frames `(batch, H, W, channels)`, 0-255, as the residual path reads them.
@@ -162,8 +165,9 @@ class ImageDecoder(keras.layers.Layer):
         return (story_state_shape[0], self.image_size, self.image_size, 3)
 
     def compute_output_spec(self, story_state, last_frames=None):
-        # float32 under any policy: the output head (`to_rgb`) is float32.
-        return keras.KerasTensor(self.compute_output_shape(story_state.shape), dtype="float32")
+        return keras.KerasTensor(
+            self.compute_output_shape(story_state.shape), dtype=self.compute_dtype
+        )
 
     def get_config(self):
         return {

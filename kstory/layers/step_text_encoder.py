@@ -79,7 +79,7 @@ class StepTextEncoder(keras.layers.Layer):
         hidden_dim = self.backbone.hidden_dim
         return (*token_ids_shape[:2], hidden_dim), (*token_ids_shape, hidden_dim)
 
-    def compute_output_spec(self, token_ids, padding_mask):
+    def compute_output_spec(self, token_ids, padding_mask, training=None):
         # The wrapped backbone's dtype, whatever this layer's policy.
         return tuple(
             keras.KerasTensor(shape, dtype=self.backbone.compute_dtype)

@@ -4,6 +4,8 @@ import keras
 import keras_hub
 from keras import ops
 
+from kstory.layers.float32_orthogonal import FLOAT32_ORTHOGONAL
+
 
 @keras.saving.register_keras_serializable(package="kstory")
 class TextDecoder(keras.layers.Layer):
@@ -61,9 +63,15 @@ class TextDecoder(keras.layers.Layer):
             embedding_dim, dtype=self.dtype_policy, name="condition_projection"
         )
         self.gru = keras.layers.GRU(
-            units, return_sequences=True, dtype=self.dtype_policy, name="gru"
+            units,
+            return_sequences=True,
+            recurrent_initializer=FLOAT32_ORTHOGONAL,
+            dtype=self.dtype_policy,
+            name="gru",
         )
-        self.logits = keras.layers.Dense(vocabulary_size, dtype="float32", name="logits")
+        # In the compute dtype, as keras-hub's language models' logits are;
+        # the loss and the samplers read them as float32.
+        self.logits = keras.layers.Dense(vocabulary_size, dtype=self.dtype_policy, name="logits")
 
     def build(self, token_ids_shape, story_state_shape, memory_shape=None, memory_mask_shape=None):
         batch = token_ids_shape[0]
@@ -127,9 +135,12 @@ class TextDecoder(keras.layers.Layer):
     def compute_output_shape(self, token_ids_shape, story_state_shape=None, *args):
         return (*token_ids_shape, self.vocabulary_size)
 
-    def compute_output_spec(self, token_ids, story_state, memory=None, memory_mask=None):
-        # float32 under any policy: the `logits` head is float32.
-        return keras.KerasTensor(self.compute_output_shape(token_ids.shape), dtype="float32")
+    def compute_output_spec(
+        self, token_ids, story_state, memory=None, memory_mask=None, training=None
+    ):
+        return keras.KerasTensor(
+            self.compute_output_shape(token_ids.shape), dtype=self.compute_dtype
+        )
 
     def get_config(self):
         return {

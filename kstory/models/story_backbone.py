@@ -5,6 +5,7 @@ import keras_hub
 from keras import ops
 
 from kstory.layers.context_memory import ContextMemory
+from kstory.layers.float32_orthogonal import FLOAT32_ORTHOGONAL
 from kstory.layers.image_decoder import ImageDecoder
 from kstory.layers.image_preprocessing import ImagePreprocessing
 from kstory.layers.step_text_encoder import StepTextEncoder
@@ -170,7 +171,11 @@ class StoryBackbone(keras_hub.models.Backbone):
         )
         if self.temporal_model == "gru":
             self.temporal = keras.layers.GRU(
-                self.temporal_units, return_sequences=True, dtype=dtype, name="temporal"
+                self.temporal_units,
+                return_sequences=True,
+                recurrent_initializer=FLOAT32_ORTHOGONAL,
+                dtype=dtype,
+                name="temporal",
             )
         else:
             self.temporal = TemporalTransformer(

@@ -367,8 +367,11 @@ class StoryModel(keras_hub.models.Task):
         encoded = self.backbone.encode(steps)
         token_ids = self._generate(encoded, sampler, max_length)
         outputs = {
-            "next_image": self.backbone.predict_next_image(
-                steps["images"], encoded["story_state"], self.backbone.embed_caption(token_ids)
+            "next_image": ops.cast(
+                self.backbone.predict_next_image(
+                    steps["images"], encoded["story_state"], self.backbone.embed_caption(token_ids)
+                ),
+                "float32",
             ),
             "next_token_ids": token_ids,
         }
@@ -407,6 +410,7 @@ class StoryModel(keras_hub.models.Task):
         def next(prompt, cache, index):
             previous = ops.slice(prompt, [0, index - 1], [ops.shape(prompt)[0], 1])[:, 0]
             logits, cache = self.backbone.text_decoder.step(previous, cache)
+            logits = ops.cast(logits, "float32")
             # After [SEP], a sequence may only continue with padding, at no
             # cost: beams are then ranked by the caption up to [SEP].
             finished = ops.any(ops.equal(previous[:, None], end_ids[None, :]), axis=1)
