@@ -75,6 +75,20 @@ def provenance_markdown(record):
     return "\n".join(f"- {name}: `{value}`" for name, value in record.items())
 
 
+def write_report(path, title, body, record):
+    """Writes a results file: its title, what produced it, then its body.
+
+    Args:
+        path: str. The results file.
+        title: str. Its heading.
+        body: str. Markdown.
+        record: dict. `provenance()`, perhaps with fields changed.
+    """
+    with open(path, "w") as file:
+        file.write(f"# {title}\n\nProduced by:\n\n{provenance_markdown(record)}\n\n")
+        file.write(body.rstrip("\n") + "\n")
+
+
 def write_script_report(path, title, table, raw_lines, **overrides):
     """Writes a benchmark script's results file: title, provenance of the
     script's command line, its table and the raw JSON lines.
@@ -86,9 +100,6 @@ def write_script_report(path, title, table, raw_lines, **overrides):
         raw_lines: list of str. One raw result per line.
         **overrides: provenance fields to set (e.g. `backend="jax"`).
     """
-    record = provenance()
-    record["command"] = "python " + " ".join(sys.argv)
-    record.update(overrides)
-    with open(path, "w") as file:
-        file.write(f"# {title}\n\nProduced by:\n\n{provenance_markdown(record)}\n\n{table}\n\n")
-        file.write("Raw results:\n\n```\n" + "\n".join(raw_lines) + "\n```\n")
+    record = dict(provenance(), command="python " + " ".join(sys.argv), **overrides)
+    raw = "\n".join(raw_lines)
+    write_report(path, title, f"{table}\n\nRaw results:\n\n```\n{raw}\n```", record)

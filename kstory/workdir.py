@@ -30,6 +30,7 @@ from kstory.models.story_model import StoryModel
 
 CONFIG_FILE = "config.json"
 SKIPPED_FILE = "skipped_stories.json"
+TRAIN_PROVENANCE_FILE = "train_provenance.json"
 DATA_DIR = "data"
 BACKUP_DIR = "backup"
 FEATURE_CACHE_DIR = os.path.join("cache", "image_features")

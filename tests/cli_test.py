@@ -65,6 +65,27 @@ def test_backend_flag_is_set_before_keras_loads(tmp_path, repo_root):
     assert f"keras backend: {backend}" in result.stdout
 
 
+@pytest.mark.single_backend
+def test_tensorflow_native_log_is_hidden_unless_verbose():
+    environment = dict(os.environ, KERAS_BACKEND="tensorflow")
+    environment.pop("TF_CPP_MIN_LOG_LEVEL", None)
+
+    def stderr(*flags):
+        command = [sys.executable, "-m", "kstory.cli", *flags, "--help"]
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=300, env=environment
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stderr
+
+    # TensorFlow does write a native log on this machine...
+    assert "absl::InitializeLog" in stderr("--verbose")
+    # ...which the command line hides.
+    quiet = stderr()
+    assert "absl::InitializeLog" not in quiet
+    assert not [line for line in quiet.splitlines() if line[:5] in ("I0000", "W0000", "E0000")]
+
+
 _CONFIG_FILE = """
 from kstory.config import Config
 from kstory.data.data_config import DataConfig

@@ -16,6 +16,7 @@ LAYERS = {
     "kstory.config_checks": 0,
     "kstory.distribution": 0,
     "kstory.provenance": 0,
+    "kstory.quiet_start": 0,
     "kstory.version": 0,
     "kstory.data": 1,
     "kstory.layers": 2,

@@ -11,7 +11,6 @@ from kstory.data.sources import load_splits
 from kstory.data.story_text_preprocessor import StoryTextPreprocessor
 from kstory.data.tokenizer_loading import load_tokenizer
 from kstory.data.windows import story_windows
-from kstory.provenance import provenance_markdown
 
 
 def _pixels(image):
@@ -119,11 +118,3 @@ def format_summary(summary):
     lines += [f"  frame {i + 1}: {text}" for i, text in enumerate(example["context"])]
     lines.append(f"  next:    {example['next']}")
     return "\n".join(lines)
-
-
-def format_report(summary, provenance_record):
-    """The summary as a Markdown results file, headed by its provenance."""
-    return (
-        "# Data summary\n\nProduced by:\n\n"
-        f"{provenance_markdown(provenance_record)}\n\n```\n{format_summary(summary)}\n```\n"
-    )

@@ -14,17 +14,20 @@ from kstory.data.pipeline import FrameBatches
 from kstory.data.pipeline import make_dataset
 from kstory.data.pipeline import make_train_stream
 from kstory.data.pipeline import pipeline_options
+from kstory.data.skip_log import format_skip_report
 from kstory.data.sources import load_splits
 from kstory.data.story_text_preprocessor import StoryTextPreprocessor
 from kstory.data.tokenizer_loading import load_tokenizer
 from kstory.data.windows import story_windows
 from kstory.distribution import data_parallel
 from kstory.models.builders import build_story_model
+from kstory.provenance import provenance
 from kstory.training.batch_norm_recalibration import BatchNormRecalibration
 from kstory.training.cached_feature_trainer import CachedFeatureTrainer
 from kstory.training.loss_curve import plot_loss_curve
 from kstory.training.non_finite_loss_guard import NonFiniteLossGuard
 from kstory.training.resumed_early_stopping import ResumedEarlyStopping
+from kstory.training.train_config import jit_compile_argument
 from kstory.training.training_state_backup import TrainingStateBackup
 from kstory.workdir import BACKUP_DIR
 from kstory.workdir import BEST_WEIGHTS_PATH
@@ -36,6 +39,7 @@ from kstory.workdir import LOGS_DIR
 from kstory.workdir import LOSS_CURVE_FILE
 from kstory.workdir import MODEL_FILE
 from kstory.workdir import SKIPPED_FILE
+from kstory.workdir import TRAIN_PROVENANCE_FILE
 
 logger = logging.getLogger("kstory.train")
 
@@ -203,42 +207,12 @@ def _validation_options(dataset_options, stories, data, replicas):
     return dict(dataset_options, batch_size=replicas, drop_remainder=True)
 
 
-def train(
-    config,
-    workdir,
-    extra_callbacks=(),
-    verbose="auto",
-    coordinator_address=None,
-    num_processes=None,
-    process_id=None,
-):
-    """Trains `config` in `workdir`; re-running on the same workdir resumes.
+def _training_data(config, workdir):
+    """The train and validation stories, and the text preprocessor.
 
-    With a frozen image encoder, first builds (or reuses) the feature cache
-    in `cache/` and trains from it (see `train.image_feature_cache`).
-    Writes `config.json`, `skipped_stories.json` (each story the readers
-    refused, by id, with the reason), `backup/` (`TrainingStateBackup`),
-    `checkpoints/best.weights.h5`,
-    `history.csv`, TensorBoard `logs/`, the final `model.keras` and
-    `loss_curve.png`. Each epoch's batches depend only on the seed and the
-    epoch, so a resumed run sees the same batches as an uninterrupted one.
-
-    Args:
-        config: `Config`.
-        workdir: str. The run's folder.
-        extra_callbacks: more Keras callbacks, run after kstory's.
-        verbose: Keras `fit` verbosity.
-        coordinator_address, num_processes, process_id: multi-host JAX
-            data parallelism (see `kstory.distribution`); else read
-            from the environment.
-
-    Returns:
-        The trained `StoryModel`.
+    Writes `skipped_stories.json`; raises when no stories of a split are left.
     """
-    check_workdir_config(config, workdir)
     data = config.data
-    replicas, scope, shards = _distribution(config, coordinator_address, num_processes, process_id)
-    keras.utils.set_random_seed(config.seed)
     splits, skip_logs = load_splits(data, os.path.join(workdir, DATA_DIR))
     _write_skip_report(skip_logs, os.path.join(workdir, SKIPPED_FILE))
     for split in ("train", "validation"):
@@ -253,31 +227,123 @@ def train(
     preprocessor = StoryTextPreprocessor(
         tokenizer, data.sequence_length, data.decoder_sequence_length
     )
-    with scope():
-        model = build_story_model(config.model, data, preprocessor)
-        # `fit_model` is the model itself, or the trainer that fits its
-        # weights from the frozen image encoder's cached features.
-        fit_model, feature_cache = model, None
-        if _uses_feature_cache(config):
-            feature_cache = build_feature_cache(
-                splits["train"] + splits["validation"],
-                model.backbone,
-                os.path.join(workdir, FEATURE_CACHE_DIR),
-                batch_size=64 * replicas,
-            )
-            fit_model = CachedFeatureTrainer(model)
-        jit_compile = {"auto": "auto", "true": True, "false": False}[config.train.jit_compile]
-        fit_model.compile(
-            optimizer=keras.optimizers.AdamW(
-                learning_rate=config.train.learning_rate, weight_decay=config.train.weight_decay
-            ),
-            jit_compile=jit_compile,
+    return splits, preprocessor
+
+
+def _compiled_models(config, workdir, splits, preprocessor, replicas):
+    """Builds and compiles the model, in the distribution's scope.
+
+    Returns `(model, fit_model, feature_cache)`: `fit_model` is the model
+    itself, or the trainer that fits its weights from the frozen image
+    encoder's cached features (then `feature_cache` is that cache).
+    """
+    model = build_story_model(config.model, config.data, preprocessor)
+    fit_model, feature_cache = model, None
+    if _uses_feature_cache(config):
+        feature_cache = build_feature_cache(
+            splits["train"] + splits["validation"],
+            model.backbone,
+            os.path.join(workdir, FEATURE_CACHE_DIR),
+            batch_size=64 * replicas,
         )
-        # Without a strategy, Keras builds a TensorFlow optimizer inside the
-        # first traced train step, and a tf.function that creates variables is
-        # traced twice: building it here saves that second trace (about a
-        # third of a run's start-up on the tiny config).
-        fit_model.optimizer.build(fit_model.trainable_variables)
+        fit_model = CachedFeatureTrainer(model)
+    fit_model.compile(
+        optimizer=keras.optimizers.AdamW(
+            learning_rate=config.train.learning_rate, weight_decay=config.train.weight_decay
+        ),
+        jit_compile=jit_compile_argument(config.train.jit_compile),
+    )
+    # Without a strategy, Keras builds a TensorFlow optimizer inside the
+    # first traced train step, and a tf.function that creates variables is
+    # traced twice: building it here saves that second trace (about a
+    # third of a run's start-up on the tiny config).
+    fit_model.optimizer.build(fit_model.trainable_variables)
+    return model, fit_model, feature_cache
+
+
+def _batch_norm_recalibration(config, model, train_stories):
+    """The callback that re-estimates a trained image encoder's batch-norm
+    statistics before each validation; None when nothing needs it."""
+    data = config.data
+    if config.model.freeze_image_encoder or not config.train.batch_norm_recalibration_batches:
+        return None
+    return BatchNormRecalibration(
+        model.backbone,
+        FrameBatches(
+            train_stories,
+            data.image_size,
+            data.batch_size * data.num_context_steps,
+            config.train.batch_norm_recalibration_batches,
+            seed=config.seed,
+        ),
+    )
+
+
+def _save_run(config, workdir, model, fit_model, scope, config_path):
+    """The best weights into `model`, then `model.keras`, the loss curve,
+    `train_provenance.json` and, in the log, the skipped stories."""
+    best_weights = os.path.join(workdir, BEST_WEIGHTS_PATH)
+    if config.train.early_stopping_patience and os.path.exists(best_weights):
+        fit_model.load_weights(best_weights)
+    if fit_model is not model:
+        # Saved with the optimizer state, as a model trained from images is.
+        with scope():
+            model.compile(
+                optimizer=fit_model.optimizer,
+                jit_compile=jit_compile_argument(config.train.jit_compile),
+            )
+    model.save(os.path.join(workdir, MODEL_FILE))
+    plot_loss_curve(os.path.join(workdir, HISTORY_FILE), os.path.join(workdir, LOSS_CURVE_FILE))
+    with open(os.path.join(workdir, TRAIN_PROVENANCE_FILE), "w") as file:
+        json.dump(provenance(config_path), file, indent=2)
+    with open(os.path.join(workdir, SKIPPED_FILE)) as file:
+        logger.info("Skipped stories:\n%s", format_skip_report(json.load(file)))
+
+
+def train(
+    config,
+    workdir,
+    extra_callbacks=(),
+    verbose="auto",
+    coordinator_address=None,
+    num_processes=None,
+    process_id=None,
+    config_path=None,
+):
+    """Trains `config` in `workdir`; re-running on the same workdir resumes.
+
+    With a frozen image encoder, first builds (or reuses) the feature cache
+    in `cache/` and trains from it (see `train.image_feature_cache`).
+    Writes `config.json`, `skipped_stories.json` (each story the readers
+    refused, by id, with the reason), `backup/` (`TrainingStateBackup`),
+    `checkpoints/best.weights.h5`, `history.csv`, TensorBoard `logs/`, the
+    final `model.keras`, `loss_curve.png` and `train_provenance.json` (what
+    trained it: command, commit, backend, machine). Each epoch's batches
+    depend only on the seed and the epoch, so a resumed run sees the same
+    batches as an uninterrupted one.
+
+    Args:
+        config: `Config`.
+        workdir: str. The run's folder.
+        extra_callbacks: more Keras callbacks, run after kstory's.
+        verbose: Keras `fit` verbosity.
+        coordinator_address, num_processes, process_id: multi-host JAX
+            data parallelism (see `kstory.distribution`); else read
+            from the environment.
+        config_path: str. The config file, recorded in the provenance.
+
+    Returns:
+        The trained `StoryModel`.
+    """
+    check_workdir_config(config, workdir)
+    data = config.data
+    replicas, scope, shards = _distribution(config, coordinator_address, num_processes, process_id)
+    keras.utils.set_random_seed(config.seed)
+    splits, preprocessor = _training_data(config, workdir)
+    with scope():
+        model, fit_model, feature_cache = _compiled_models(
+            config, workdir, splits, preprocessor, replicas
+        )
     dataset_options = dict(
         pipeline_options(data), feature_cache=feature_cache, frame_keys=True, **shards
     )
@@ -300,21 +366,10 @@ def train(
         fit_model.optimizer.learning_rate.assign(config.train.learning_rate)
     _rewrite_history_csv(os.path.join(workdir, HISTORY_FILE), backup.history)
     callbacks = _callbacks(config, workdir, backup) + list(extra_callbacks)
-    if not config.model.freeze_image_encoder and config.train.batch_norm_recalibration_batches:
+    recalibration = _batch_norm_recalibration(config, model, splits["train"])
+    if recalibration is not None:
         # First: validation and every save after it see recalibrated statistics.
-        callbacks.insert(
-            0,
-            BatchNormRecalibration(
-                model.backbone,
-                FrameBatches(
-                    splits["train"],
-                    data.image_size,
-                    data.batch_size * data.num_context_steps,
-                    config.train.batch_norm_recalibration_batches,
-                    seed=config.seed,
-                ),
-            ),
-        )
+        callbacks.insert(0, recalibration)
     for first_epoch, epochs, first_step in _fit_phases(backup, config.train.epochs, workdir):
         train_dataset = make_train_stream(
             splits["train"],
@@ -336,13 +391,5 @@ def train(
         )
         if fit_model.stop_training:
             break
-    best_weights = os.path.join(workdir, BEST_WEIGHTS_PATH)
-    if config.train.early_stopping_patience and os.path.exists(best_weights):
-        fit_model.load_weights(best_weights)
-    if fit_model is not model:
-        # Saved with the optimizer state, as a model trained from images is.
-        with scope():
-            model.compile(optimizer=fit_model.optimizer, jit_compile=jit_compile)
-    model.save(os.path.join(workdir, MODEL_FILE))
-    plot_loss_curve(os.path.join(workdir, HISTORY_FILE), os.path.join(workdir, LOSS_CURVE_FILE))
+    _save_run(config, workdir, model, fit_model, scope, config_path)
     return model

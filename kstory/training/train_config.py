@@ -4,6 +4,16 @@ import dataclasses
 
 from kstory.config_checks import check_field_types
 
+JIT_COMPILE_CHOICES = ("auto", "true", "false")
+
+
+def jit_compile_argument(setting):
+    """`train.jit_compile` (or `kstory bench --jit-compile`) as `Model.compile`
+    takes it: `"auto"`, True or False."""
+    if setting not in JIT_COMPILE_CHOICES:
+        raise ValueError(f"jit_compile must be one of {JIT_COMPILE_CHOICES}; got {setting!r}.")
+    return {"auto": "auto", "true": True, "false": False}[setting]
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -45,7 +55,7 @@ class TrainConfig:
             raise ValueError(f"train.epochs must be positive; got {self.epochs}.")
         if self.learning_rate <= 0:
             raise ValueError(f"train.learning_rate must be positive; got {self.learning_rate}.")
-        if self.jit_compile not in ("auto", "true", "false"):
+        if self.jit_compile not in JIT_COMPILE_CHOICES:
             raise ValueError(
                 f"train.jit_compile must be 'auto', 'true' or 'false'; got {self.jit_compile!r}."
             )
