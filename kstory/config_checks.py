@@ -47,10 +47,39 @@ def check_field_types(instance, section):
                 continue
             annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
         if annotation in _TYPE_NAMES and not _accepts(annotation, value):
-            key = f"{section}.{field.name}" if section else field.name
             raise ValueError(
-                f"{key} must be {_TYPE_NAMES[annotation]}; got {value!r} ({type(value).__name__})."
+                f"{_key(section, field.name)} must be {_TYPE_NAMES[annotation]}; "
+                f"got {value!r} ({type(value).__name__})."
             )
+
+
+def _key(section, name):
+    return f"{section}.{name}" if section else name
+
+
+def check_choices(instance, section, choices):
+    """Raises a `ValueError` naming `section.field` when a field's value is
+    not one of its choices.
+
+    Args:
+        instance: a config dataclass.
+        section: str. Its key prefix; `""` for none.
+        choices: dict of field name -> tuple of valid values.
+    """
+    for name, valid in choices.items():
+        value = getattr(instance, name)
+        if value not in valid:
+            raise ValueError(f"{_key(section, name)} must be one of {valid}; got {value!r}.")
+
+
+def check_at_least(instance, section, names, minimum):
+    """Raises a `ValueError` naming `section.field` when a field is below
+    `minimum` (1: "must be positive"; 0: "must be >= 0")."""
+    wanted = "positive" if minimum == 1 else f">= {minimum}"
+    for name in names:
+        value = getattr(instance, name)
+        if value < minimum:
+            raise ValueError(f"{_key(section, name)} must be {wanted}; got {value}.")
 
 
 def from_preset(loader, key, source):

@@ -1,6 +1,7 @@
 """The bad-data fixture set (tests/bad_data.py), from the readers to `kstory train`."""
 
 import json
+import logging
 import os
 import re
 
@@ -134,7 +135,9 @@ def test_windows_of_the_admitted_stories_stay_aligned_through_the_pipeline(
     assert num_windows == 2 * len(stories)  # n - 4 windows per 6-frame story.
 
 
-def _train(tmp_path, repo_root, data_settings, capsys):
+def _train(tmp_path, repo_root, data_settings, capsys, caplog):
+    """Trains; returns the skip report and what the run printed and logged."""
+    caplog.set_level(logging.INFO, logger="kstory.train")
     workdir = str(tmp_path / "run")
     code = main(
         [
@@ -151,7 +154,7 @@ def _train(tmp_path, repo_root, data_settings, capsys):
             *(f"--set={item}" for item in data_settings),
         ]
     )
-    output = capsys.readouterr().out
+    output = capsys.readouterr().out + caplog.text
     assert code == 0
     with open(os.path.join(workdir, "skipped_stories.json")) as file:
         report = json.load(file)
@@ -164,7 +167,7 @@ def _train(tmp_path, repo_root, data_settings, capsys):
 # runs on every backend in train_test. So the whole run, once (torch pass).
 @pytest.mark.single_backend
 def test_kstory_train_completes_on_the_good_stories_and_reports_the_skipped(
-    story_reasoning_dir, tmp_path, repo_root, capsys
+    story_reasoning_dir, tmp_path, repo_root, capsys, caplog
 ):
     directory, expected = story_reasoning_dir
     report, output = _train(
@@ -172,6 +175,7 @@ def test_kstory_train_completes_on_the_good_stories_and_reports_the_skipped(
         repo_root,
         ["data.source=story_reasoning", f"data.path={directory}", "data.validation_fraction=0.2"],
         capsys,
+        caplog,
     )
     for split in ("train", "test"):
         skipped = report[f"StoryReasoning[{split}]"]["stories"]
@@ -185,7 +189,7 @@ def test_kstory_train_completes_on_the_good_stories_and_reports_the_skipped(
 # The VIST reader differs from the parquet one only before `Story` records, which
 # the readers' tests cover on every backend; the run itself, once, as above.
 @pytest.mark.single_backend
-def test_kstory_train_on_a_broken_vist_folder(vist_dir, tmp_path, repo_root, capsys):
+def test_kstory_train_on_a_broken_vist_folder(vist_dir, tmp_path, repo_root, capsys, caplog):
     directory, image_dir, expected = vist_dir
     report, output = _train(
         tmp_path,
@@ -197,6 +201,7 @@ def test_kstory_train_on_a_broken_vist_folder(vist_dir, tmp_path, repo_root, cap
             "data.batch_size=2",
         ],
         capsys,
+        caplog,
     )
     for split in ("train", "val", "test"):
         skipped = report[f"VIST[{split}.story-in-sequence.json]"]["stories"]

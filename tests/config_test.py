@@ -38,7 +38,7 @@ def test_unknown_key_names_the_key_and_the_valid_ones():
     [
         ("data.batch_size=four", "data.batch_size takes an int"),
         ("data.validate_images=maybe", "data.validate_images takes true or false"),
-        ("data.window_mode=middle", "data.window_mode must be 'all' or 'first'"),
+        ("data.window_mode=middle", "data.window_mode must be one of \\('all', 'first'\\)"),
         ("data.source=coco", "data.source must be one of"),
         ("data.batch_size=0", "data.batch_size must be positive"),
         ("data.batch_size", "key=value"),

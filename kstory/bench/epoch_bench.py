@@ -87,6 +87,24 @@ class _EpochTimer(keras.callbacks.Callback):
         self.seconds = []
 
 
+def _learned_preprocessor(stories, shape):
+    """A preprocessor with a vocabulary learned from the stories' texts."""
+    texts = [text for story in stories for text in story.texts]
+    return StoryTextPreprocessor(
+        load_tokenizer("learned", texts, shape.vocabulary_size),
+        shape.data.sequence_length,
+        shape.data.decoder_sequence_length,
+    )
+
+
+def _one_pass_seconds(dataset):
+    """Seconds to read `dataset` once, with no model."""
+    start = time.perf_counter()
+    for _ in dataset:
+        pass
+    return time.perf_counter() - start
+
+
 def run_epoch_bench(shape_name="cpu", num_stories=STORY_REASONING_TRAIN_STORIES, epochs=2, seed=0):
     """Times training epochs naively (decode and encode every window's
     frames) and from the deduplicated feature cache, on synthetic stories.
@@ -118,12 +136,7 @@ def run_epoch_bench(shape_name="cpu", num_stories=STORY_REASONING_TRAIN_STORIES,
     start = time.perf_counter()
     stories = synthetic_stories(num_stories, seed)
     generate_s = time.perf_counter() - start
-    texts = [text for story in stories for text in story.texts]
-    preprocessor = StoryTextPreprocessor(
-        load_tokenizer("learned", texts, shape.vocabulary_size),
-        data.sequence_length,
-        data.decoder_sequence_length,
-    )
+    preprocessor = _learned_preprocessor(stories, shape)
     num_windows = len(story_windows(stories, data.num_context_steps))
     steps = num_windows // data.batch_size
     options = dict(pipeline_options(data), seed=seed, epochs=epochs)
@@ -133,10 +146,9 @@ def run_epoch_bench(shape_name="cpu", num_stories=STORY_REASONING_TRAIN_STORIES,
         fit_model.fit(dataset, epochs=epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0)
         return timer.seconds
 
-    start = time.perf_counter()
-    for _ in make_train_stream(stories, preprocessor, **dict(options, epochs=1)):
-        pass
-    decode_s = time.perf_counter() - start
+    decode_s = _one_pass_seconds(
+        make_train_stream(stories, preprocessor, **dict(options, epochs=1))
+    )
 
     keras.utils.set_random_seed(seed)
     model = build_story_model(model_config, data, preprocessor)

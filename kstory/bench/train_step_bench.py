@@ -32,6 +32,35 @@ class BenchShape:
     vocabulary_size: int
 
 
+def _small_shape(image_size, image_encoder, freeze_image_encoder):
+    """A small random model at `image_size`: tiny text and decoders."""
+    return BenchShape(
+        data=DataConfig(
+            image_size=image_size,
+            target_image_size=image_size,
+            sequence_length=32,
+            decoder_sequence_length=32,
+            batch_size=16,
+        ),
+        model=ModelConfig(
+            image_encoder=image_encoder,
+            image_weights="none",
+            freeze_image_encoder=freeze_image_encoder,
+            text_encoder="tiny",
+            tiny_text_layers=2,
+            tiny_text_hidden_dim=64,
+            tiny_text_heads=2,
+            embedding_dim=128,
+            fusion_dim=128,
+            temporal_units=128,
+            decoder_filters=64,
+            text_decoder_embedding_dim=64,
+            text_decoder_units=128,
+        ),
+        vocabulary_size=1000,
+    )
+
+
 # `paper` is configs/paper.py's architecture with random weights: ResNet50 at
 # 224 px (frozen), a DistilBERT-base-sized encoder (6 layers, 768 wide, 3072
 # feed-forward, lower 4 frozen), GRU 512, 64-px output, bf16; batch 32 and 32
@@ -67,56 +96,8 @@ BENCH_SHAPES = {
         ),
         vocabulary_size=30522,
     ),
-    "cpu": BenchShape(
-        data=DataConfig(
-            image_size=64,
-            target_image_size=64,
-            sequence_length=32,
-            decoder_sequence_length=32,
-            batch_size=16,
-        ),
-        model=ModelConfig(
-            image_encoder="ResNet50",
-            image_weights="none",
-            freeze_image_encoder=True,
-            text_encoder="tiny",
-            tiny_text_layers=2,
-            tiny_text_hidden_dim=64,
-            tiny_text_heads=2,
-            embedding_dim=128,
-            fusion_dim=128,
-            temporal_units=128,
-            decoder_filters=64,
-            text_decoder_embedding_dim=64,
-            text_decoder_units=128,
-        ),
-        vocabulary_size=1000,
-    ),
-    "tiny": BenchShape(
-        data=DataConfig(
-            image_size=32,
-            target_image_size=32,
-            sequence_length=32,
-            decoder_sequence_length=32,
-            batch_size=16,
-        ),
-        model=ModelConfig(
-            image_encoder="MobileNetV3Small",
-            image_weights="none",
-            freeze_image_encoder=False,
-            text_encoder="tiny",
-            tiny_text_layers=2,
-            tiny_text_hidden_dim=64,
-            tiny_text_heads=2,
-            embedding_dim=128,
-            fusion_dim=128,
-            temporal_units=128,
-            decoder_filters=64,
-            text_decoder_embedding_dim=64,
-            text_decoder_units=128,
-        ),
-        vocabulary_size=1000,
-    ),
+    "cpu": _small_shape(64, "ResNet50", freeze_image_encoder=True),
+    "tiny": _small_shape(32, "MobileNetV3Small", freeze_image_encoder=False),
 }
 
 
@@ -197,6 +178,21 @@ def _peak_device_memory_mib():
     return None
 
 
+def _bench_shape(shape_name, batch_size, dtype_policy, from_features):
+    """The named shape with the benchmark's overrides."""
+    if shape_name not in BENCH_SHAPES:
+        raise ValueError(f"--shape must be one of {sorted(BENCH_SHAPES)}; got {shape_name!r}.")
+    shape = BENCH_SHAPES[shape_name]
+    data, model = shape.data, shape.model
+    if batch_size:
+        data = dataclasses.replace(data, batch_size=batch_size)
+    if dtype_policy:
+        model = dataclasses.replace(model, dtype_policy=dtype_policy)
+    if from_features:
+        model = dataclasses.replace(model, freeze_image_encoder=True)
+    return dataclasses.replace(shape, data=data, model=model)
+
+
 def run_train_step_bench(
     shape_name,
     steps=20,
@@ -231,21 +227,7 @@ def run_train_step_bench(
     Returns:
         dict of the settings and measurements, JSON-ready.
     """
-    if shape_name not in BENCH_SHAPES:
-        raise ValueError(f"--shape must be one of {sorted(BENCH_SHAPES)}; got {shape_name!r}.")
-    shape = BENCH_SHAPES[shape_name]
-    if batch_size:
-        shape = dataclasses.replace(
-            shape, data=dataclasses.replace(shape.data, batch_size=batch_size)
-        )
-    if dtype_policy:
-        shape = dataclasses.replace(
-            shape, model=dataclasses.replace(shape.model, dtype_policy=dtype_policy)
-        )
-    if from_features:
-        shape = dataclasses.replace(
-            shape, model=dataclasses.replace(shape.model, freeze_image_encoder=True)
-        )
+    shape = _bench_shape(shape_name, batch_size, dtype_policy, from_features)
     replicas, scope = 1, contextlib.nullcontext
     if data_parallel:
         setup = distribution.data_parallel()

@@ -3,6 +3,8 @@
 import dataclasses
 from typing import Optional
 
+from kstory.config_checks import check_at_least
+from kstory.config_checks import check_choices
 from kstory.config_checks import check_field_types
 
 SOURCES = ("embedded", "story_reasoning", "vist")
@@ -68,17 +70,12 @@ class DataConfig:
 
     def __post_init__(self):
         check_field_types(self, "data")
-        if self.source not in SOURCES:
-            raise ValueError(f"data.source must be one of {SOURCES}; got {self.source!r}.")
-        if self.window_mode not in ("all", "first"):
-            raise ValueError(
-                f"data.window_mode must be 'all' or 'first'; got {self.window_mode!r}."
-            )
+        check_choices(self, "data", {"source": SOURCES, "window_mode": ("all", "first")})
         if self.source in ("story_reasoning", "vist") and not self.path:
             raise ValueError(f"data.path is required when data.source={self.source!r}.")
         if self.source == "vist" and not self.image_dir:
             raise ValueError("data.image_dir is required when data.source='vist'.")
-        for name in (
+        positive = (
             "num_stories",
             "min_frames",
             "generated_image_size",
@@ -90,9 +87,8 @@ class DataConfig:
             "sequence_length",
             "decoder_sequence_length",
             "batch_size",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"data.{name} must be positive; got {getattr(self, name)}.")
+        )
+        check_at_least(self, "data", positive, 1)
         if self.max_frames < self.min_frames:
             raise ValueError(
                 f"data.max_frames ({self.max_frames}) is below data.min_frames ({self.min_frames})."

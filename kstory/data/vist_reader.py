@@ -36,6 +36,25 @@ def _not_utf8(text):
     return any("\udc80" <= character <= "\udcff" for character in text)
 
 
+def _sentences_by_story(annotations_path):
+    """The annotation file's sentences, grouped by `story_id` (unordered)."""
+    # Bytes that are not UTF-8 survive as lone surrogates, to skip their story.
+    with open(annotations_path, encoding="utf-8", errors="surrogateescape") as file:
+        try:
+            document = json.load(file)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{annotations_path} is not valid JSON: {error}") from None
+    if "annotations" not in document:
+        raise ValueError(
+            f"{annotations_path} has no 'annotations' key; is it a VIST story-in-sequence file?"
+        )
+    sentences = collections.defaultdict(list)
+    for entry in document["annotations"]:
+        for sentence in entry if isinstance(entry, list) else [entry]:
+            sentences[str(sentence.get("story_id"))].append(sentence)
+    return sentences
+
+
 def read_vist(annotations_path, image_dir, text_field="text", validate_images=True):
     """Reads a VIST `*.story-in-sequence.json` file and its photos.
 
@@ -57,21 +76,8 @@ def read_vist(annotations_path, image_dir, text_field="text", validate_images=Tr
     """
     if text_field not in ("text", "original_text"):
         raise ValueError(f"text_field must be 'text' or 'original_text'; got {text_field!r}.")
-    # Bytes that are not UTF-8 survive as lone surrogates, to skip their story.
-    with open(annotations_path, encoding="utf-8", errors="surrogateescape") as file:
-        try:
-            document = json.load(file)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{annotations_path} is not valid JSON: {error}") from None
-    if "annotations" not in document:
-        raise ValueError(
-            f"{annotations_path} has no 'annotations' key; is it a VIST story-in-sequence file?"
-        )
     skips = SkipLog(f"VIST[{os.path.basename(annotations_path)}]")
-    sentences = collections.defaultdict(list)
-    for entry in document["annotations"]:
-        for sentence in entry if isinstance(entry, list) else [entry]:
-            sentences[str(sentence.get("story_id"))].append(sentence)
+    sentences = _sentences_by_story(annotations_path)
     images = _index_images(image_dir)
     candidates = []
     for story_id, story_sentences in sentences.items():

@@ -153,8 +153,7 @@ def evaluate(workdir, split="test", sampler="greedy", model=None, storyboards=0)
     """
     if split not in ("train", "validation", "test"):
         raise ValueError(f"split must be 'train', 'validation' or 'test'; got {split!r}.")
-    config = load_workdir_config(workdir)
-    data = config.data
+    data = load_workdir_config(workdir).data
     # METEOR's Java process loads its tables while the model predicts.
     start_caption_scorers()
     model = model or load_workdir_model(workdir)
@@ -196,36 +195,43 @@ def evaluate(workdir, split="test", sampler="greedy", model=None, storyboards=0)
             "text": shuffled_text[modality],
             "image": image_scores(run["next_image"], target),
         }
-    step_images, step_texts, step_captions = _step_embeddings(results, stories, windows, steps)
-    retrieval = retrieval_recall(step_images, step_texts, step_captions)
+    examples = list(zip(references, results["captions"]))[:5]
     metrics = {
         "split": split,
         "windows": len(windows),
         "sampler": sampler,
         "text": text,
         "image": image,
-        "retrieval": {
-            "model": retrieval,
-            "chance": retrieval_chance(step_captions),
-            "frames": len(step_images),
-            "distinct_captions": len(set(step_captions)),
-            "image_embedding_mean_cosine": mean_pairwise_cosine(step_images),
-        },
+        "retrieval": _retrieval_metrics(results, stories, windows, steps),
         "input_reliance": input_reliance(reliance_runs),
-        "examples": [
-            {"reference": r, "prediction": p}
-            for r, p in list(zip(references, results["captions"]))[:5]
-        ],
+        "examples": [{"reference": r, "prediction": p} for r, p in examples],
     }
     if storyboards:
         metrics["storyboards"] = _draw_storyboards(
             results, stories, windows, data, storyboards, os.path.join(workdir, STORYBOARDS_DIR)
         )
+    _write_metrics(metrics, workdir)
+    return metrics
+
+
+def _retrieval_metrics(results, stories, windows, steps):
+    """Image<->text retrieval over the split's distinct context frames, with
+    chance and the collapse check (the image embeddings' mean cosine)."""
+    step_images, step_texts, step_captions = _step_embeddings(results, stories, windows, steps)
+    return {
+        "model": retrieval_recall(step_images, step_texts, step_captions),
+        "chance": retrieval_chance(step_captions),
+        "frames": len(step_images),
+        "distinct_captions": len(set(step_captions)),
+        "image_embedding_mean_cosine": mean_pairwise_cosine(step_images),
+    }
+
+
+def _write_metrics(metrics, workdir):
     with open(os.path.join(workdir, METRICS_JSON_FILE), "w") as file:
         json.dump(metrics, file, indent=2)
     with open(os.path.join(workdir, METRICS_MD_FILE), "w") as file:
         file.write(format_metrics(metrics))
-    return metrics
 
 
 def _draw_storyboards(results, stories, windows, data, count, output_dir):

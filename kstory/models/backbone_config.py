@@ -7,6 +7,8 @@ changed here is changed everywhere.
 
 import dataclasses
 
+from kstory.config_checks import check_at_least
+from kstory.config_checks import check_choices
 from kstory.config_checks import check_field_types
 
 TEMPORAL_MODELS = ("gru", "transformer")
@@ -69,8 +71,8 @@ class BackboneConfig:
             holds one slot per context image (see `ContextMemory`).
     """
 
-    # Error messages name a setting with this prefix (`ModelConfig`: "model.").
-    KEY_PREFIX = ""
+    # Error messages name a setting in this config section (`ModelConfig`: "model").
+    SECTION = ""
 
     freeze_image_encoder: bool = True
     num_frozen_text_layers: int = 0
@@ -92,27 +94,21 @@ class BackboneConfig:
     image_memory: bool = True
 
     def __post_init__(self):
-        prefix = self.KEY_PREFIX
-        check_field_types(self, prefix.rstrip("."))
-        choices = {
-            "temporal_model": TEMPORAL_MODELS,
-            "modalities": MODALITIES,
-            "contrastive_text_pooling": TEXT_POOLINGS,
-        }
-        for name, valid in choices.items():
-            if getattr(self, name) not in valid:
-                raise ValueError(
-                    f"{prefix}{name} must be one of {valid}; got {getattr(self, name)!r}."
-                )
-        for name in _POSITIVE:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{prefix}{name} must be positive; got {getattr(self, name)}.")
-        if self.text_decoder_attention_heads < 0:
-            raise ValueError(
-                f"{prefix}text_decoder_attention_heads must be >= 0; "
-                f"got {self.text_decoder_attention_heads}."
-            )
+        section = self.SECTION
+        check_field_types(self, section)
+        check_choices(
+            self,
+            section,
+            {
+                "temporal_model": TEMPORAL_MODELS,
+                "modalities": MODALITIES,
+                "contrastive_text_pooling": TEXT_POOLINGS,
+            },
+        )
+        check_at_least(self, section, _POSITIVE, 1)
+        check_at_least(self, section, ("text_decoder_attention_heads",), 0)
         if self.modalities == "captions" and self.image_decoder_residual:
+            prefix = f"{section}." if section else ""
             raise ValueError(
                 f"A captions-only model cannot copy the last frame: set "
                 f"{prefix}image_decoder_residual=False with {prefix}modalities='captions'."

@@ -3,6 +3,8 @@
 import dataclasses
 from typing import Optional
 
+from kstory.config_checks import check_at_least
+from kstory.config_checks import check_choices
 from kstory.models.backbone_config import BackboneConfig
 from kstory.models.story_model import IMAGE_LOSSES
 
@@ -54,7 +56,7 @@ class ModelConfig(BackboneConfig):
         dtype_policy: str. `"float32"`, `"mixed_bfloat16"` or `"mixed_float16"`.
     """
 
-    KEY_PREFIX = "model."
+    SECTION = "model"
 
     image_encoder: str = "ResNet50"
     image_weights: Optional[str] = "imagenet"
@@ -75,15 +77,9 @@ class ModelConfig(BackboneConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        choices = {"image_loss": IMAGE_LOSSES, "dtype_policy": DTYPE_POLICIES}
-        for name, valid in choices.items():
-            if getattr(self, name) not in valid:
-                raise ValueError(
-                    f"model.{name} must be one of {valid}; got {getattr(self, name)!r}."
-                )
-        for name in ("tiny_text_layers", "tiny_text_hidden_dim", "tiny_text_heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"model.{name} must be positive; got {getattr(self, name)}.")
+        check_choices(self, "model", {"image_loss": IMAGE_LOSSES, "dtype_policy": DTYPE_POLICIES})
+        tiny_text = ("tiny_text_layers", "tiny_text_hidden_dim", "tiny_text_heads")
+        check_at_least(self, "model", tiny_text, 1)
         if self.tiny_text_intermediate_dim is not None and self.tiny_text_intermediate_dim < 1:
             raise ValueError(
                 "model.tiny_text_intermediate_dim must be positive; "
@@ -94,11 +90,10 @@ class ModelConfig(BackboneConfig):
                 "model.image_batch_norm_momentum must be in [0, 1); "
                 f"got {self.image_batch_norm_momentum}."
             )
-        for name in (
+        weights = (
             "image_loss_weight",
             "text_loss_weight",
             "contrastive_loss_weight",
             "bag_of_words_loss_weight",
-        ):
-            if getattr(self, name) < 0:
-                raise ValueError(f"model.{name} must be >= 0; got {getattr(self, name)}.")
+        )
+        check_at_least(self, "model", weights, 0)

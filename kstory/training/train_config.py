@@ -2,6 +2,8 @@
 
 import dataclasses
 
+from kstory.config_checks import check_at_least
+from kstory.config_checks import check_choices
 from kstory.config_checks import check_field_types
 
 JIT_COMPILE_CHOICES = ("auto", "true", "false")
@@ -51,24 +53,18 @@ class TrainConfig:
 
     def __post_init__(self):
         check_field_types(self, "train")
-        if self.epochs < 1:
-            raise ValueError(f"train.epochs must be positive; got {self.epochs}.")
+        check_at_least(self, "train", ("epochs",), 1)
         if self.learning_rate <= 0:
             raise ValueError(f"train.learning_rate must be positive; got {self.learning_rate}.")
-        if self.jit_compile not in JIT_COMPILE_CHOICES:
-            raise ValueError(
-                f"train.jit_compile must be 'auto', 'true' or 'false'; got {self.jit_compile!r}."
-            )
-        if self.image_feature_cache not in ("auto", "true", "false"):
-            raise ValueError(
-                "train.image_feature_cache must be 'auto', 'true' or 'false'; "
-                f"got {self.image_feature_cache!r}."
-            )
-        for name in (
+        check_choices(
+            self,
+            "train",
+            {"jit_compile": JIT_COMPILE_CHOICES, "image_feature_cache": ("auto", "true", "false")},
+        )
+        non_negative = (
             "weight_decay",
             "early_stopping_patience",
             "backup_every_batches",
             "batch_norm_recalibration_batches",
-        ):
-            if getattr(self, name) < 0:
-                raise ValueError(f"train.{name} must be >= 0; got {getattr(self, name)}.")
+        )
+        check_at_least(self, "train", non_negative, 0)
