@@ -53,7 +53,8 @@ class StoryBackbone(keras_hub.models.Backbone):
             `ImagePreprocessing`).
         pad_token_id: int. The padding id of `decoder_token_ids`: the next
             caption that the image decoder reads is masked with it.
-        dtype: str or `keras.DTypePolicy`. Compute dtype; heads stay float32.
+        dtype: str or `keras.DTypePolicy`. Of every layer and output;
+            `StoryModel` reads the outputs as float32.
         **kwargs: the architecture, every field of `BackboneConfig`
             (`embedding_dim`, `temporal_model`, ...; each defaults as
             there), and the `keras.Model` arguments (`name`, ...).
