@@ -99,14 +99,8 @@ class StoryBackboneHarnessTest(test_case.TestCase):
             cls=StoryBackbone,
             init_kwargs=backbone_kwargs(),
             input_data=inputs(),
-            expected_output_shape={
-                "image_embeddings": (2, 4, 16),
-                "text_embeddings": (2, 4, 16),
-                "story_state": (2, 16),
-                "step_states": (2, 4, 16),
-                "next_image": (2, 16, 16, 3),
-                "next_token_logits": (2, 5, 50),
-            },
+            # The decoders' outputs; story_backbone_test checks every output.
+            expected_output_shape={"next_image": (2, 16, 16, 3), "next_token_logits": (2, 5, 50)},
         )
 
     def test_saved_model(self):
