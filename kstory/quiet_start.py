@@ -5,9 +5,9 @@ import os
 import sys
 
 
-def _is_command_line():
-    """True in `kstory ...` and `python -m kstory.cli ...` processes."""
-    argv = getattr(sys, "orig_argv", sys.argv)
+def _is_command_line(argv):
+    """True in `kstory ...` and `python -m kstory.cli ...` processes, given
+    the interpreter's own command line."""
     return os.path.basename(sys.argv[0]) == "kstory" or argv[1:3] == ["-m", "kstory.cli"]
 
 
@@ -24,7 +24,7 @@ def quiet_tensorflow_start():
     block. A Python user's process is left as it is.
     """
     argv = getattr(sys, "orig_argv", sys.argv)
-    if not _is_command_line() or "--verbose" in argv:
+    if not _is_command_line(argv) or "--verbose" in argv:
         yield
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

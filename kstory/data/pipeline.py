@@ -95,18 +95,13 @@ def pipeline_options(data_config):
 def make_dataset(
     stories,
     preprocessor,
-    image_size=64,
-    target_image_size=64,
-    num_context_steps=4,
-    window_mode="all",
     batch_size=8,
     shuffle=False,
     seed=0,
     drop_remainder=False,
-    feature_cache=None,
     num_shards=1,
     shard_index=0,
-    frame_keys=False,
+    **window_options,
 ):
     """The `(inputs, targets)` dataset of every window, for evaluation and `fit`.
 
@@ -136,26 +131,29 @@ def make_dataset(
     Args:
         stories: list of `Story`.
         preprocessor: `StoryTextPreprocessor`.
-        image_size: int. Side of the context images.
-        target_image_size: int. Side of the predicted next image.
-        num_context_steps: int. Context frames per window.
-        window_mode: str. `"all"` windows, or only each story's `"first"`.
         batch_size: int. Samples per batch.
         shuffle: bool. A full permutation of the windows, seeded, and
             reshuffled each iteration (each `fit` epoch).
         seed: int. Seed of the shuffle.
         drop_remainder: bool. Drop the last partial batch.
-        feature_cache: `FeatureCache` holding every frame of `stories`. Then
-            windows read the frozen image encoder's features and small frames
-            from it instead of decoding images (for `CachedFeatureTrainer`).
         num_shards: int. Processes that split each batch (multi-host data
             parallelism): this one reads every `num_shards`-th window, from
             `shard_index`, in batches of `batch_size // num_shards`; every
             shard reads the same number of full batches.
         shard_index: int. This process's shard.
-        frame_keys: bool. Add the `context_frame_keys` target (`kstory
-            train` does). Off by default: a model compiled with one loss
-            per target would find no loss for it.
+        **window_options: what a window holds, by keyword:
+            - `num_context_steps`: int, 4. Context frames per window.
+            - `window_mode`: str, `"all"` windows, or only each story's
+              `"first"`.
+            - `image_size`: int, 64. Side of the context images.
+            - `target_image_size`: int, 64. Side of the predicted next image.
+            - `feature_cache`: `FeatureCache` holding every frame of
+              `stories`, or None. Then windows read the frozen image
+              encoder's features and small frames from it instead of
+              decoding images (for `CachedFeatureTrainer`).
+            - `frame_keys`: bool, False. Add the `context_frame_keys` target
+              (`kstory train` does). Off by default: a model compiled with
+              one loss per target would find no loss for it.
 
     Example:
     ```python
@@ -163,16 +161,7 @@ def make_dataset(
     inputs, targets = next(iter(dataset))
     ```
     """
-    windows = _Windows(
-        stories,
-        preprocessor,
-        num_context_steps,
-        window_mode,
-        image_size,
-        target_image_size,
-        feature_cache,
-        frame_keys,
-    )
+    windows = _Windows(stories, preprocessor, **window_options)
     dataset = tf.data.Dataset.from_tensor_slices(windows.frame_indices)
     if shuffle:
         dataset = dataset.shuffle(len(windows), seed=seed, reshuffle_each_iteration=True)
@@ -188,15 +177,10 @@ def make_train_stream(
     first_epoch=0,
     first_step=0,
     seed=0,
-    image_size=64,
-    target_image_size=64,
-    num_context_steps=4,
-    window_mode="all",
     batch_size=8,
-    feature_cache=None,
     num_shards=1,
     shard_index=0,
-    frame_keys=False,
+    **window_options,
 ):
     """The training stream: epochs `first_epoch..epochs-1` in one dataset,
     resumable at any batch.
@@ -216,20 +200,10 @@ def make_train_stream(
         first_step: int. Batches of `first_epoch` to skip (a run resumed
             mid-epoch has trained on them).
         seed: int. Seed of every epoch's permutation.
-        image_size, target_image_size, num_context_steps, window_mode,
-            batch_size, feature_cache, num_shards, shard_index, frame_keys:
-            as for `make_dataset`.
+        batch_size, num_shards, shard_index, **window_options: as for
+            `make_dataset`.
     """
-    windows = _Windows(
-        stories,
-        preprocessor,
-        num_context_steps,
-        window_mode,
-        image_size,
-        target_image_size,
-        feature_cache,
-        frame_keys,
-    )
+    windows = _Windows(stories, preprocessor, **window_options)
     steps = len(windows) // batch_size
     if steps == 0:
         raise ValueError(
@@ -258,12 +232,12 @@ class _Windows:
         self,
         stories,
         preprocessor,
-        num_context_steps,
-        window_mode,
-        image_size,
-        target_image_size,
-        feature_cache,
-        frame_keys,
+        num_context_steps=4,
+        window_mode="all",
+        image_size=64,
+        target_image_size=64,
+        feature_cache=None,
+        frame_keys=False,
     ):
         windows = story_windows(stories, num_context_steps, window_mode)
         if len(windows) == 0:

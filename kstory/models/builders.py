@@ -180,12 +180,8 @@ def build_story_model(
     return StoryModel(
         backbone,
         preprocessor,
-        image_loss=model_config.image_loss,
-        image_loss_weight=model_config.image_loss_weight,
-        text_loss_weight=model_config.text_loss_weight,
-        contrastive_loss_weight=model_config.contrastive_loss_weight,
-        bag_of_words_loss_weight=model_config.bag_of_words_loss_weight,
         pad_token_id=None if preprocessor is not None else 0,
+        **model_config.loss_settings(),
     )
 
 
@@ -198,10 +194,9 @@ def _build_backbone(
     pad_token_id=0,
 ):
     text_backbone = build_text_backbone(model_config, vocabulary_size, data_config.sequence_length)
+    preprocessing = {}  # None keeps StoryBackbone's default mode.
     if image_preprocessing is not None:
-        image_encoder_input = {"image_preprocessing": image_preprocessing}
-    else:
-        image_encoder_input = {}
+        preprocessing["image_preprocessing"] = image_preprocessing
     return StoryBackbone(
         image_encoder,
         text_backbone,
@@ -212,6 +207,6 @@ def _build_backbone(
         sequence_length=data_config.sequence_length,
         pad_token_id=pad_token_id,
         dtype=model_config.dtype_policy,
-        **image_encoder_input,
+        **preprocessing,
         **model_config.backbone_settings(),
     )

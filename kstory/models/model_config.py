@@ -9,6 +9,12 @@ from kstory.models.backbone_config import BackboneConfig
 from kstory.models.story_model import IMAGE_LOSSES
 
 DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
+LOSS_WEIGHTS = (
+    "image_loss_weight",
+    "text_loss_weight",
+    "contrastive_loss_weight",
+    "bag_of_words_loss_weight",
+)
 
 
 @dataclasses.dataclass
@@ -90,10 +96,8 @@ class ModelConfig(BackboneConfig):
                 "model.image_batch_norm_momentum must be in [0, 1); "
                 f"got {self.image_batch_norm_momentum}."
             )
-        weights = (
-            "image_loss_weight",
-            "text_loss_weight",
-            "contrastive_loss_weight",
-            "bag_of_words_loss_weight",
-        )
-        check_at_least(self, "model", weights, 0)
+        check_at_least(self, "model", LOSS_WEIGHTS, 0)
+
+    def loss_settings(self):
+        """The loss settings of this config as `StoryModel` keyword arguments."""
+        return {name: getattr(self, name) for name in ("image_loss",) + LOSS_WEIGHTS}
