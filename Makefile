@@ -30,8 +30,8 @@ demo: setup-demo
 	cp runs/tiny/loss_curve.png results/tiny_loss_curve.png
 	for board in runs/tiny/storyboards/*_storyboard.png; do cp $$board results/tiny_$$(basename $$board); done
 
-# One pass per backend, as keras-hub does; then the `large` tests
-# (real checkpoints) as their own step. Slow backend-independent tests
+# One pass per backend, as keras-hub does, the `large` tests (real
+# checkpoints, full exports) included. Backend-independent tests
 # (`single_backend`) run once, in the torch pass, the fastest on CPU.
 # Each pass runs tests on two workers (pytest-xdist): most of a test's time
 # is single-threaded tracing, so two cores halve the wall time. Tests sharing
@@ -39,6 +39,15 @@ demo: setup-demo
 PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider --durations=8 -n 2 --dist loadgroup
 # The docstring examples of kstory/ run on every backend too (names from conftest.py).
 DOCTESTS := tests kstory --doctest-modules
+# JAX compiles every new step function with XLA, which is most of a JAX
+# test's time on CPU. Tests that build the same model again (a rerun, a
+# resumed run, another test's tiny model) and the `kstory` processes that
+# tests start read the compiled program from this cache, shared by the
+# workers; each `make test` starts it empty.
+JAX_TEST_CACHE := $(CURDIR)/.jax-test-cache
+test: export JAX_COMPILATION_CACHE_DIR := $(JAX_TEST_CACHE)
+test: export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS := 0
+test: export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES := -1
 
 # ruff: pycodestyle errors, pyflakes and import order, and the formatter.
 lint: setup
@@ -46,18 +55,13 @@ lint: setup
 	$(BIN)/ruff format --no-cache --check .
 
 test: setup lint
+	rm -rf $(JAX_TEST_CACHE)
 	@for backend in tensorflow jax; do \
 	  echo "== KERAS_BACKEND=$$backend"; \
-	  KERAS_BACKEND=$$backend $(PYTEST) $(DOCTESTS) -m "not large and not single_backend" || exit 1; \
+	  KERAS_BACKEND=$$backend $(PYTEST) $(DOCTESTS) -m "not single_backend" || exit 1; \
 	done
 	@echo "== KERAS_BACKEND=torch"
-	@KERAS_BACKEND=torch $(PYTEST) $(DOCTESTS) -m "not large"
-	@for backend in tensorflow jax; do \
-	  echo "== large tests, KERAS_BACKEND=$$backend"; \
-	  KERAS_BACKEND=$$backend $(PYTEST) -m "large and not single_backend" || exit 1; \
-	done
-	@echo "== large tests, KERAS_BACKEND=torch"
-	@KERAS_BACKEND=torch $(PYTEST) -m large
+	@KERAS_BACKEND=torch $(PYTEST) $(DOCTESTS)
 
 # Every CPU figure in results/, from the committed code (about 2.5 hours on 2
 # cores; `results-model` is the scores, `results-speed` the timings). Each

@@ -41,6 +41,8 @@ def test_data_command_builds_and_summarises_the_embedded_dataset(tmp_path, repo_
     assert os.path.exists(workdir / "data" / "embedded" / "data" / "train-00000-of-00001.parquet")
 
 
+# The flag picks the backend of a new process, whichever backend the suite runs.
+@pytest.mark.single_backend
 def test_backend_flag_is_set_before_keras_loads(tmp_path, repo_root):
     backend = "jax" if os.environ.get("KERAS_BACKEND") != "jax" else "tensorflow"
     result = subprocess.run(

@@ -5,8 +5,10 @@ import pytest
 
 from kstory.evaluation import text_metrics
 
-# Tests sharing a module fixture stay on one xdist worker (make test).
-pytestmark = pytest.mark.xdist_group("text_metrics")
+# Tests sharing a module fixture stay on one xdist worker (make test). The
+# metrics are NumPy, keras-hub's ROUGE on TensorFlow and pycocoevalcap, the
+# same under every Keras backend: `make test` runs them once.
+pytestmark = [pytest.mark.xdist_group("text_metrics"), pytest.mark.single_backend]
 
 REFERENCES = [
     "the red circle moves left at the top",
