@@ -36,7 +36,8 @@ def test_export_then_serve_check_passes_from_the_command_line(trained_workdir, c
     assert main(["serve-check", "--export", export_dir, "--windows", "4"]) == 0
     output = capsys.readouterr().out
     assert "serve-check: passed" in output
-    assert "| serve/next_token_ids | 4/4 sequences equal | equal | yes |" in output
+    assert "| serve_tensors/next_token_ids | 4/4 sequences equal | equal | yes |" in output
+    assert "| serving_default/caption | 4/4 sequences equal | equal | yes |" in output
 
 
 def test_serve_check_fails_when_the_export_is_not_the_model(trained_workdir, tmp_path, capsys):
@@ -57,7 +58,7 @@ def test_serve_check_fails_when_the_export_is_not_the_model(trained_workdir, tmp
     report = serve_check(export_dir, workdir=changed, num_windows=4)
     assert not report["ok"]
     failed = {check["output"] for check in report["checks"] if not check["ok"]}
-    assert {"embed_images", "serve/next_image", "serve_float/next_image"} <= failed
+    assert {"embed_images", "serve_tensors/next_image", "serving_default/next_image"} <= failed
     assert "embed_texts" not in failed
     capsys.readouterr()
     assert main(["serve-check", "--export", export_dir, "--workdir", changed]) == 1

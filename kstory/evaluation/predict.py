@@ -90,6 +90,38 @@ def find_story(config, workdir, story):
     )
 
 
+def predict_context(model, frames, captions, sampler="greedy"):
+    """The next caption and frame after one story's context, as `kstory
+    predict` makes them.
+
+    Args:
+        model: a `StoryModel` with its preprocessor.
+        frames: the `num_context_steps` context frames: encoded bytes, paths
+            or RGB arrays, resized as in training.
+        captions: their captions, strings.
+        sampler: str. The keras-hub sampler for the caption.
+
+    Returns:
+        dict with `caption` (str), `next_image` float32 `(T, T, 3)` in
+        [0, 1] and `context_images`, the frames as the model saw them.
+    """
+    images = [load_frame(frame, model.backbone.image_size) for frame in frames]
+    text = model.preprocessor([list(captions)])
+    inputs = {
+        "images": np.stack(images)[None],
+        "token_ids": text["token_ids"].numpy(),
+        "padding_mask": text["padding_mask"].numpy(),
+    }
+    outputs = keras.tree.map_structure(
+        keras.ops.convert_to_numpy, predict_next_function(model, sampler)(inputs)
+    )
+    return {
+        "caption": model.preprocessor.generate_postprocess(outputs["next_token_ids"])[0],
+        "next_image": outputs["next_image"][0],
+        "context_images": images,
+    }
+
+
 def predict(workdir, story, start=0, sampler="greedy", output_dir=None, model=None):
     """Predicts the step after frames `start..start+3` of a story.
 
@@ -119,26 +151,16 @@ def predict(workdir, story, start=0, sampler="greedy", output_dir=None, model=No
             f"{start + steps} are needed as context."
         )
     model = model or load_workdir_model(workdir)
-    context_images = [load_frame(story.images[start + i], data.image_size) for i in range(steps)]
-    context_captions = list(story.texts[start : start + steps])
-    text = model.preprocessor([context_captions])
-    inputs = {
-        "images": np.stack(context_images)[None],
-        "token_ids": text["token_ids"].numpy(),
-        "padding_mask": text["padding_mask"].numpy(),
-    }
-    outputs = keras.tree.map_structure(
-        keras.ops.convert_to_numpy, predict_next_function(model, sampler)(inputs)
-    )
-    caption = model.preprocessor.generate_postprocess(outputs["next_token_ids"])[0]
+    context = slice(start, start + steps)
+    predicted = predict_context(model, story.images[context], story.texts[context], sampler)
     return save_prediction(
         story,
         start,
         data,
-        outputs["next_image"][0],
-        caption,
+        predicted["next_image"],
+        predicted["caption"],
         output_dir or os.path.join(workdir, PREDICTIONS_DIR),
-        context_images,
+        predicted["context_images"],
     )
 
 

@@ -15,31 +15,23 @@ from kstory.workdir import load_model_file
 # Metadata, preprocessor config and vocabulary, beside the graph: files that
 # are not graph assets go under `assets.extra/` in a SavedModel.
 SERVING_DIR = os.path.join("assets.extra", "kstory")
-SIGNATURES = ("serve", "serve_float", "embed_images", "embed_texts", "detokenize")
+SIGNATURES = ("serving_default", "serve_tensors", "embed_images", "embed_texts", "detokenize")
 
 
-def _input_specs(model):
+def _tensor_specs(model):
+    """Named `tf.TensorSpec`s of the tensor signatures' inputs."""
+    import tensorflow as tf
+
     backbone = model.backbone
     steps, size = backbone.num_context_steps, backbone.image_size
     length = model.preprocessor.sequence_length
-
-    def context(image_dtype):
-        return {
-            "images": keras.InputSpec(shape=(None, steps, size, size, 3), dtype=image_dtype),
-            "token_ids": keras.InputSpec(shape=(None, steps, length), dtype="int32"),
-            "padding_mask": keras.InputSpec(shape=(None, steps, length), dtype="int32"),
-        }
-
     return {
-        "serve": context("uint8"),
-        "serve_float": context("float32"),
-        "embed_images": {
-            "images": keras.InputSpec(shape=(None, size, size, 3), dtype="uint8"),
-        },
-        "embed_texts": {
-            "token_ids": keras.InputSpec(shape=(None, length), dtype="int32"),
-            "padding_mask": keras.InputSpec(shape=(None, length), dtype="int32"),
-        },
+        "images": tf.TensorSpec((None, steps, size, size, 3), tf.uint8, name="images"),
+        "token_ids": tf.TensorSpec((None, steps, length), tf.int32, name="token_ids"),
+        "padding_mask": tf.TensorSpec((None, steps, length), tf.int32, name="padding_mask"),
+        "frames": tf.TensorSpec((None, size, size, 3), tf.uint8, name="images"),
+        "caption_token_ids": tf.TensorSpec((None, length), tf.int32, name="token_ids"),
+        "caption_padding_mask": tf.TensorSpec((None, length), tf.int32, name="padding_mask"),
     }
 
 
@@ -69,33 +61,104 @@ def _detokenizer(vocabulary_path):
     return table, detokenize
 
 
+def caption_text(tokenizer, token_ids):
+    """Generated ids -> captions in TensorFlow ops, for the serving graph.
+
+    `StoryTextPreprocessor.generate_postprocess` in the graph: the words
+    before the first [SEP], without [CLS] and padding, detokenised by the
+    keras-hub tokenizer (subwords joined).
+
+    Args:
+        tokenizer: the model's keras-hub WordPiece tokenizer.
+        token_ids: int tensor `(batch, length)`.
+
+    Returns:
+        string tensor `(batch,)`.
+    """
+    import tensorflow as tf
+
+    ends = tf.cast(tf.equal(token_ids, tokenizer.sep_token_id), tf.int32)
+    words = tf.cumsum(ends, axis=1) == 0
+    for special in (tokenizer.cls_token_id, tokenizer.pad_token_id):
+        words &= tf.not_equal(token_ids, special)
+    return tokenizer.detokenize(tf.ragged.boolean_mask(token_ids, words))
+
+
+def _raw_serving_function(model, serve_tensors):
+    """`serving_default`: encoded frames and caption strings in, a caption and
+    a frame out, every step in the graph.
+
+    Frames are decoded and resized by `decode_frame`, the tf.data pipeline's
+    own function, and captions tokenised by the model's keras-hub
+    preprocessor (tensorflow-text ops); the ids `serve_tensors` generates
+    become text as `StoryTextPreprocessor.generate_postprocess` makes it.
+    """
+    import tensorflow as tf
+
+    from kstory.data.pipeline import decode_frame
+
+    backbone, preprocessor = model.backbone, model.preprocessor
+    steps, size = backbone.num_context_steps, backbone.image_size
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec((None, steps), tf.string, name="images"),
+            tf.TensorSpec((None, steps), tf.string, name="captions"),
+        ]
+    )
+    def serving_default(images, captions):
+        frames = tf.map_fn(
+            lambda encoded: decode_frame(encoded, size),
+            tf.reshape(images, [-1]),
+            fn_output_signature=tf.TensorSpec((size, size, 3), tf.uint8),
+        )
+        text = preprocessor(captions)
+        outputs = serve_tensors(
+            images=tf.reshape(frames, [-1, steps, size, size, 3]),
+            token_ids=text["token_ids"],
+            padding_mask=tf.cast(text["padding_mask"], tf.int32),
+        )
+        image = tf.clip_by_value(tf.cast(outputs["next_image"], tf.float32), 0.0, 1.0)
+        image = tf.cast(tf.round(image * 255.0), tf.uint8)
+        return {
+            "caption": caption_text(preprocessor.tokenizer, outputs["next_token_ids"]),
+            "next_image": image,
+            "next_image_png": tf.map_fn(tf.io.encode_png, image, fn_output_signature=tf.string),
+        }
+
+    serving_default.get_concrete_function()
+    return serving_default
+
+
 def _write_saved_model(model, path, verbose):
     """Writes the SavedModel under the TensorFlow or JAX backend."""
-    specs = _input_specs(model)
+    specs = _tensor_specs(model)
     backbone = model.backbone
     with tempfile.TemporaryDirectory() as scratch:
         write_serving_files(model, scratch, "tf_saved_model")
         archive = keras.export.ExportArchive()
         archive.track(model)
-        archive.add_endpoint(
-            "serve", lambda inputs: model.predict_next(inputs), input_signature=[specs["serve"]]
-        )
-        archive.add_endpoint(
-            "serve_float",
-            lambda inputs: model.predict_next(inputs),
-            input_signature=[specs["serve_float"]],
-        )
+
+        def serve_tensors(images, token_ids, padding_mask):
+            return model.predict_next(
+                {"images": images, "token_ids": token_ids, "padding_mask": padding_mask}
+            )
+
+        # `serving_default` calls the traced `serve_tensors`.
+        raw_inputs = [specs[name] for name in ("images", "token_ids", "padding_mask")]
+        traced = archive.add_endpoint("serve_tensors", serve_tensors, input_signature=raw_inputs)
+        archive.add_endpoint("serving_default", _raw_serving_function(model, traced))
         archive.add_endpoint(
             "embed_images",
-            lambda inputs: {"image_embedding": backbone.embed_images(inputs["images"])},
-            input_signature=[specs["embed_images"]],
+            lambda images: {"image_embedding": backbone.embed_images(images)},
+            input_signature=[specs["frames"]],
         )
         archive.add_endpoint(
             "embed_texts",
-            lambda inputs: {
-                "text_embedding": backbone.embed_texts(inputs["token_ids"], inputs["padding_mask"])
+            lambda token_ids, padding_mask: {
+                "text_embedding": backbone.embed_texts(token_ids, padding_mask)
             },
-            input_signature=[specs["embed_texts"]],
+            input_signature=[specs["caption_token_ids"], specs["caption_padding_mask"]],
         )
         table, detokenize = _detokenizer(os.path.join(scratch, VOCABULARY_FILE))
         archive.track(table)
@@ -107,14 +170,20 @@ def _write_saved_model(model, path, verbose):
 def export_saved_model(model, path, verbose=False):
     """Exports a `StoryModel` as a SavedModel, from any backend.
 
-    Signatures (each also a method of `tf.saved_model.load(path)`):
+    Signatures (each also a method of `tf.saved_model.load(path)`), every
+    input named:
 
-    - `serve` (also `serving_default`): one batch of context steps,
-      `images` uint8 `(batch, steps, size, size, 3)`, `token_ids` and
-      `padding_mask` int32 `(batch, steps, length)` -> `next_image` float32
-      in [0, 1] and `next_token_ids` int32, generated greedily by a loop
-      inside the graph.
-    - `serve_float`: the same with float32 0-255 images.
+    - `serving_default`: raw inputs, what a TF Serving or Vertex client
+      sends. `images` string `(batch, steps)`, the encoded PNG/JPEG/GIF/BMP
+      bytes of the context frames at any size, and `captions` string
+      `(batch, steps)` -> `caption` string `(batch,)`, `next_image` uint8
+      `(batch, T, T, 3)` and `next_image_png` string `(batch,)`. Decoding,
+      resizing, tokenisation, greedy generation and detokenisation run in the
+      graph (it needs `import tensorflow_text` to load); bad bytes fail that
+      call with TensorFlow's "Unknown image file format" error.
+    - `serve_tensors`: `images` uint8 `(batch, steps, size, size, 3)`,
+      `token_ids` and `padding_mask` int32 `(batch, steps, length)` ->
+      `next_image` float32 in [0, 1] and `next_token_ids` int32.
     - `embed_images`: `images` uint8 `(batch, size, size, 3)` ->
       `image_embedding`; `embed_texts`: one caption's `token_ids` /
       `padding_mask` `(batch, length)` -> `text_embedding`. For retrieval.
@@ -122,8 +191,8 @@ def export_saved_model(model, path, verbose=False):
       asset.
 
     `assets.extra/kstory/` holds `serving.json`, the preprocessor's config and
-    its vocabulary, which `kstory.serving.SavedStoryModel` uses to turn raw
-    frames and captions into inputs and ids back into text.
+    its vocabulary, which `kstory.serving.StoryServingPreprocessor` reads to
+    prepare inputs for the tensor signatures.
 
     Under TensorFlow and JAX the model is exported in this process. PyTorch
     cannot trace to a SavedModel (it needs torch_xla), so there the model is
@@ -141,7 +210,7 @@ def export_saved_model(model, path, verbose=False):
     ```python
     export_saved_model(model, "runs/tiny/export/tf_saved_model")
     served = tf.saved_model.load("runs/tiny/export/tf_saved_model")
-    served.serve(inputs)["next_token_ids"]
+    served.signatures["serving_default"](images=frame_bytes, captions=captions)["caption"]
     ```
     """
     if keras.config.backend() == "torch":

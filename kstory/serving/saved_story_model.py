@@ -2,14 +2,32 @@
 
 import numpy as np
 
+from kstory.data.pipeline import read_image
 from kstory.serving.story_serving_preprocessor import StoryServingPreprocessor
+from kstory.serving.story_serving_preprocessor import stories_batch
+
+
+def _encoded(frame):
+    """A frame as encoded bytes: bytes and paths as they are, arrays as PNG."""
+    if isinstance(frame, (bytes, bytearray, str)) or hasattr(frame, "__fspath__"):
+        return read_image(frame)
+    import tensorflow as tf
+
+    array = np.asarray(frame)
+    if array.ndim != 3 or array.shape[-1] != 3:
+        raise ValueError(f"A frame array must be (height, width, 3) RGB; got shape {array.shape}.")
+    if array.dtype != np.uint8:
+        array = np.clip(np.round(array), 0, 255).astype(np.uint8)
+    return tf.io.encode_png(array).numpy()
 
 
 class SavedStoryModel:
     """Loads a `kstory export` SavedModel and serves it from raw inputs.
 
-    Needs TensorFlow (and keras-hub for the tokenizer), not the Keras backend
-    that trained the model.
+    Needs TensorFlow and tensorflow-text, not the Keras backend that trained
+    the model: `predict` sends encoded frames and caption strings to the
+    export's `serving_default` signature, which decodes, tokenises, generates
+    and detokenises in the graph.
 
     Args:
         export_dir: str. The SavedModel folder.
@@ -26,46 +44,63 @@ class SavedStoryModel:
 
     def __init__(self, export_dir):
         import tensorflow as tf
+        import tensorflow_text  # noqa: F401  (registers the tokeniser's ops)
 
-        self.preprocessor = StoryServingPreprocessor(export_dir)
+        self.export_dir = export_dir
         self.saved_model = tf.saved_model.load(export_dir)
+        raw_inputs = self.saved_model.signatures["serving_default"].structured_input_signature
+        self.num_context_steps = raw_inputs[1]["images"].shape[1]
+        self._preprocessor = None
+
+    @property
+    def preprocessor(self):
+        """The `StoryServingPreprocessor` of the tensor signatures."""
+        if self._preprocessor is None:
+            self._preprocessor = StoryServingPreprocessor(self.export_dir)
+        return self._preprocessor
 
     def serve(self, inputs):
-        """Runs the `serve` signature on prepared inputs; numpy outputs.
+        """Runs `serve_tensors` on prepared inputs; numpy outputs.
 
         Inputs of a wrong shape or dtype raise a `ValueError` naming the input
-        and what the export takes (see `StoryServingPreprocessor.check_inputs`);
-        float images go to the `serve_float` signature.
+        and what the export takes (see `StoryServingPreprocessor.check_inputs`).
         """
         inputs = self.preprocessor.check_inputs(inputs)
-        uint8 = inputs["images"].dtype == np.uint8
-        signature = self.saved_model.serve if uint8 else self.saved_model.serve_float
-        outputs = signature(inputs)
+        outputs = self.saved_model.signatures["serve_tensors"](**inputs)
         return {name: value.numpy() for name, value in outputs.items()}
 
     def predict(self, frames, captions):
         """Predicts the next frame and caption of one story or a batch.
 
         Args:
-            frames, captions: as for `StoryServingPreprocessor.prepare`.
+            frames: `num_context_steps` frames of one story, or a list of such
+                lists for a batch. A frame is encoded bytes, a path or an RGB
+                array (uint8, or floats in 0-255, rounded).
+            captions: the matching captions: `num_context_steps` strings, or a
+                list of such lists.
 
         Returns:
-            dict with `captions` (list of str), `next_images` float32
-            `(batch, size, size, 3)` in [0, 1] and `next_token_ids`.
+            dict with `captions` (list of str), `next_images` uint8
+            `(batch, T, T, 3)` and `next_images_png` (list of PNG bytes).
         """
-        outputs = self.serve(self.preprocessor.prepare(frames, captions))
+        frames, captions = stories_batch(frames, captions, self.num_context_steps)
+        outputs = self.saved_model.signatures["serving_default"](
+            images=np.array([[_encoded(frame) for frame in story] for story in frames], object),
+            captions=np.array(captions, object),
+        )
         return {
-            "captions": self.preprocessor.decode(outputs["next_token_ids"]),
-            "next_images": outputs["next_image"],
-            "next_token_ids": outputs["next_token_ids"],
+            "captions": [caption.decode("utf-8") for caption in outputs["caption"].numpy()],
+            "next_images": outputs["next_image"].numpy(),
+            "next_images_png": list(outputs["next_image_png"].numpy()),
         }
 
     def embed_images(self, frames):
         """Frames -> image embeddings `(len(frames), embedding_dim)`."""
         images = self.preprocessor.prepare_images(frames)
-        return self.saved_model.embed_images({"images": images})["image_embedding"].numpy()
+        outputs = self.saved_model.signatures["embed_images"](images=images)
+        return outputs["image_embedding"].numpy()
 
     def embed_texts(self, captions):
         """Captions -> text embeddings `(len(captions), embedding_dim)`."""
         inputs = self.preprocessor.prepare_texts(captions)
-        return self.saved_model.embed_texts(inputs)["text_embedding"].numpy()
+        return self.saved_model.signatures["embed_texts"](**inputs)["text_embedding"].numpy()

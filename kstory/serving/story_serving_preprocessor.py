@@ -30,14 +30,31 @@ def _serving_dtype(name, value):
     if name == "images":
         if value.dtype == np.uint8:
             return value
-        if kind == "f":
-            return value.astype("float32")
-        hint = "uint8 or float, 0-255"
+        hint = "uint8, 0-255 (round float frames first)"
     elif kind in "iu" or (name == "padding_mask" and kind == "b"):
         return value.astype("int32")
     else:
         hint = "integers" if name == "token_ids" else "integers or booleans"
     raise ValueError(f"{name} must be {hint}; got {value.dtype}.")
+
+
+def stories_batch(frames, captions, num_context_steps):
+    """One story's frames and captions, or a batch of them, as a batch.
+
+    Raises a `ValueError` naming the story whose frames or captions are not
+    `num_context_steps` long.
+    """
+    if captions and isinstance(captions[0], str):
+        frames, captions = [frames], [captions]
+    if len(frames) != len(captions):
+        raise ValueError(f"Got {len(frames)} frame lists but {len(captions)} caption lists.")
+    for index, (story_frames, story_captions) in enumerate(zip(frames, captions)):
+        if len(story_frames) != num_context_steps or len(story_captions) != num_context_steps:
+            raise ValueError(
+                f"Story {index} has {len(story_frames)} frames and {len(story_captions)} "
+                f"captions; the model takes {num_context_steps} of each."
+            )
+    return frames, captions
 
 
 class StoryServingPreprocessor:
@@ -87,7 +104,7 @@ class StoryServingPreprocessor:
         }
 
     def prepare(self, frames, captions):
-        """One story's context, or a batch of them, as `serve` inputs.
+        """One story's context, or a batch of them, as `serve_tensors` inputs.
 
         Args:
             frames: `num_context_steps` frames of one story, or a list of such
@@ -100,20 +117,10 @@ class StoryServingPreprocessor:
             dict of numpy arrays: `images` uint8 `(batch, steps, size, size,
             3)`, `token_ids` and `padding_mask` int32 `(batch, steps, length)`.
         """
-        if captions and isinstance(captions[0], str):
-            frames, captions = [frames], [captions]
-        if len(frames) != len(captions):
-            raise ValueError(f"Got {len(frames)} frame lists but {len(captions)} caption lists.")
-        steps = self.num_context_steps
-        for index, (story_frames, story_captions) in enumerate(zip(frames, captions)):
-            if len(story_frames) != steps or len(story_captions) != steps:
-                raise ValueError(
-                    f"Story {index} has {len(story_frames)} frames and {len(story_captions)} "
-                    f"captions; the model takes {steps} of each."
-                )
+        frames, captions = stories_batch(frames, captions, self.num_context_steps)
         images = np.stack([self.prepare_images(story_frames) for story_frames in frames])
         flat = self.prepare_texts([caption for story in captions for caption in story])
-        shape = (len(captions), steps, -1)
+        shape = (len(captions), self.num_context_steps, -1)
         return {
             "images": images,
             "token_ids": flat["token_ids"].reshape(shape),
@@ -121,7 +128,7 @@ class StoryServingPreprocessor:
         }
 
     def input_shapes(self):
-        """The shapes the export's `serve` signature takes, `None` for the batch."""
+        """The shapes the export's `serve_tensors` signature takes, `None` for the batch."""
         steps, size = self.num_context_steps, self.image_size
         length = self.metadata["sequence_length"]
         return {
@@ -133,9 +140,8 @@ class StoryServingPreprocessor:
     def check_inputs(self, inputs):
         """Checks prepared inputs against the export; returns them as it takes them.
 
-        `images` must be uint8 or float (both 0-255; floats go to the float
-        signature as float32), `token_ids` integers and `padding_mask` integers
-        or booleans (both become int32). Shapes must match the export's, with
+        `images` must be uint8, `token_ids` integers and `padding_mask`
+        integers or booleans (both become int32). Shapes must match the export's, with
         one batch size for all inputs.
 
         Args:
