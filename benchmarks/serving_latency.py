@@ -82,6 +82,7 @@ def main():
             table,
             [json.dumps(result) for result in results],
             backend="tensorflow (SavedModel)",
+            config=os.path.join(workdir, "config.json"),
         )
 
 
