@@ -61,20 +61,21 @@ class StoryBackbone(keras_hub.models.Backbone):
 
     Example:
     >>> backbone = StoryBackbone(
-    ...     image_encoder=keras.applications.MobileNetV3Small(
-    ...         include_top=False, weights=None, pooling="avg",
-    ...         input_shape=(32, 32, 3)),
+    ...     image_encoder=keras.Sequential([
+    ...         keras.Input((32, 32, 3)),
+    ...         keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+    ...         keras.layers.GlobalAveragePooling2D()]),
     ...     text_backbone=keras_hub.models.DistilBertBackbone(
     ...         vocabulary_size=50, num_layers=2, num_heads=2, hidden_dim=16,
     ...         intermediate_dim=32, max_sequence_length=8),
     ...     vocabulary_size=50, image_size=32, target_image_size=32,
     ...     sequence_length=8, image_preprocessing="none")
-    >>> outputs = backbone({
+    >>> outputs = backbone.predict({
     ...     "images": np.zeros((2, 4, 32, 32, 3), "uint8"),
     ...     "token_ids": np.ones((2, 4, 8), "int32"),
     ...     "padding_mask": np.ones((2, 4, 8), "int32"),
-    ...     "decoder_token_ids": np.ones((2, 6), "int32")})
-    >>> keras.ops.shape(outputs["next_token_logits"])
+    ...     "decoder_token_ids": np.ones((2, 6), "int32")}, verbose=0)
+    >>> outputs["next_token_logits"].shape
     (2, 6, 50)
     """
 
