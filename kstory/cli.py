@@ -268,6 +268,35 @@ def _serve_check(args):
     return 0 if report["ok"] else 1
 
 
+def _demo_arguments(command):
+    command.add_argument("--workdir", required=True, help="A trained run's folder.")
+    command.add_argument(
+        "--export", help="Predict with this SavedModel export (greedy) instead of model.keras."
+    )
+    command.add_argument("--port", type=int, default=7860)
+    command.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="Address to bind; the default serves this machine only, 0.0.0.0 every interface.",
+    )
+    command.add_argument("--stories", type=int, default=24, help="Held-out stories shown.")
+
+
+@_command(
+    "demo",
+    "Serve a page to try a trained run in the browser (Gradio; no share link).",
+    _demo_arguments,
+)
+def _demo(args):
+    try:
+        import gradio  # noqa: F401
+    except ModuleNotFoundError:
+        raise RuntimeError("kstory demo needs Gradio: pip install -e '.[app]' (make app does).")
+    from kstory.serving.demo_page import serve_demo
+
+    serve_demo(args.workdir, args.export, args.port, args.host, args.stories)
+
+
 def _bench_arguments(command):
     command.add_argument(
         "--shape", help="tiny, cpu or paper (see kstory.bench); default tiny, and cpu with --epoch."

@@ -178,3 +178,23 @@ def build_tiny_model(
     if compile:
         model.compile(optimizer=keras.optimizers.Adam(1e-2))
     return model
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(repo_root, tmp_path_factory):
+    """A run of the smoke tiny config: 14 stories, one epoch.
+
+    Session-wide: tests that share it carry `xdist_group("serve_check")`, so
+    that one worker trains it once.
+    """
+    from kstory.config import apply_overrides
+    from kstory.config import load_config
+    from kstory.training.train import train
+
+    config = apply_overrides(
+        load_config(f"{repo_root}/configs/tiny.py", smoke=True),
+        ["data.num_stories=14", "train.epochs=1", "train.early_stopping_patience=0"],
+    )
+    workdir = str(tmp_path_factory.mktemp("serve") / "run")
+    train(config, workdir, verbose=0)
+    return workdir

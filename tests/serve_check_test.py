@@ -6,26 +6,14 @@ import numpy as np
 import pytest
 
 from kstory.cli import main
-from kstory.config import apply_overrides
-from kstory.config import load_config
 from kstory.export.serve_check import held_out_windows
 from kstory.export.serve_check import serve_check
-from kstory.training.train import train
 
-# Training the workdir is the slow part and the export route per backend is
-# covered by saved_model_export_test.py, so these run once, in the torch pass
-# (where `kstory export` takes the subprocess route).
+# Training the workdir (`trained_workdir`, tests/conftest.py) is the slow part
+# and the export route per backend is covered by saved_model_export_test.py,
+# so these run once, in the torch pass (where `kstory export` takes the
+# subprocess route).
 pytestmark = [pytest.mark.single_backend, pytest.mark.xdist_group("serve_check")]
-
-SMOKE = ["data.num_stories=14", "train.epochs=1", "train.early_stopping_patience=0"]
-
-
-@pytest.fixture(scope="module")
-def trained_workdir(repo_root, tmp_path_factory):
-    config = apply_overrides(load_config(f"{repo_root}/configs/tiny.py", smoke=True), SMOKE)
-    workdir = str(tmp_path_factory.mktemp("serve") / "run")
-    train(config, workdir, verbose=0)
-    return workdir
 
 
 def test_export_then_serve_check_passes_from_the_command_line(trained_workdir, capsys):
