@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-demo demo app browser lint test results results-model results-speed
+.PHONY: setup setup-demo demo app browser lint test results results-model results-speed results-page
 
 # The demo needs kstory and TensorFlow only; the suite adds JAX, PyTorch,
 # ONNX and the test tools on top.
@@ -45,6 +45,11 @@ browser:
 	@command -v chromium >/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	@chromium --version
+
+# results/demo_page.png and .md: the page's browser test, keeping its screenshot.
+results-page: setup browser
+	KSTORY_PAGE_SCREENSHOT=$(CURDIR)/results/demo_page.png KERAS_BACKEND=torch \
+	  $(BIN)/python -m pytest -q -p no:cacheprovider tests/serving_demo_page_test.py -k browser
 
 # One pass per backend, as keras-hub does, the `large` tests (real
 # checkpoints, full exports) included. Backend-independent tests
@@ -90,7 +95,7 @@ test: setup lint browser
 # cores; `results-model` is the scores, `results-speed` the timings). Each
 # file records the command, commit, tree state, config, backend and machine.
 # Runs resume, so an interrupted `make results` picks up where it stopped.
-results: results-model results-speed
+results: results-model results-speed results-page
 
 results-model: setup demo
 	$(BIN)/kstory --backend tensorflow seeds --config configs/tiny.py --workdir runs/seeds-tensorflow --report results/tiny_seeds_tensorflow.md

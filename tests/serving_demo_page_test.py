@@ -200,7 +200,26 @@ def test_page_in_a_real_browser_shows_the_caption_of_kstory_predict(page, story,
             browser.close()
     assert Image.open(screenshot).size[0] == 1280
     if os.environ.get(SCREENSHOT_ENV):
-        shutil.copy(screenshot, os.environ[SCREENSHOT_ENV])
+        _publish(screenshot, os.environ[SCREENSHOT_ENV], held_out, expected["caption"])
+
+
+def _publish(screenshot, path, held_out, caption):
+    """The screenshot into results/, beside a report of what it shows."""
+    from kstory.provenance import provenance
+    from kstory.provenance import write_report
+
+    shutil.copy(screenshot, path)
+    record = dict(provenance(), command="make results-page", config="configs/tiny.py (smoke)")
+    body = (
+        f"![the page]({os.path.basename(path)})\n\n"
+        "`kstory demo` on the smoke run of the browser test "
+        "(tests/serving_demo_page_test.py: 14 stories, one epoch), in headless Chromium "
+        f"driven by Playwright. Held-out story {held_out.story_id}, greedy:\n\n"
+        f"- caption on the page: `{caption}`\n"
+        f"- `kstory predict`: `{caption}` (the test asserts they are equal)\n"
+        f"- true caption: `{held_out.texts[4]}`\n"
+    )
+    write_report(os.path.splitext(path)[0] + ".md", "The demo page in a browser", body, record)
 
 
 def test_export_mode_predicts_as_the_keras_model(trained_workdir, story):
