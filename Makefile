@@ -46,9 +46,10 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	@chromium --version
 
-# results/demo_page.png and .md: the page's browser test, keeping its screenshot.
+# results/demo_page.png and .md: the page's browser test on the tiny run of
+# `make demo`, keeping its screenshot.
 results-page: setup browser
-	KSTORY_PAGE_SCREENSHOT=$(CURDIR)/results/demo_page.png KERAS_BACKEND=torch \
+	KSTORY_PAGE_WORKDIR=runs/tiny KSTORY_PAGE_SCREENSHOT=$(CURDIR)/results/demo_page.png \
 	  $(BIN)/python -m pytest -q -p no:cacheprovider tests/serving_demo_page_test.py -k browser
 
 # One pass per backend, as keras-hub does, the `large` tests (real

@@ -30,7 +30,9 @@ from kstory.workdir import load_workdir_model
 pytestmark = [pytest.mark.single_backend, pytest.mark.xdist_group("serve_check")]
 
 CHROMIUM = "/usr/bin/chromium"
-# Where `make results-page` asks the browser test to keep its screenshot.
+# `make results-page` runs the browser test on the tiny run of `make demo`
+# and keeps its screenshot.
+WORKDIR_ENV = "KSTORY_PAGE_WORKDIR"
 SCREENSHOT_ENV = "KSTORY_PAGE_SCREENSHOT"
 
 
@@ -75,22 +77,28 @@ def _serve(arguments, timeout=300):
 
 
 @pytest.fixture(scope="module")
-def page(trained_workdir):
-    before = _snapshot(trained_workdir)
-    process, url = _serve(["--workdir", trained_workdir, "--stories", "4"])
+def page_workdir(request):
+    """The run the page serves: the smoke run, or `make results-page`'s."""
+    return os.environ.get(WORKDIR_ENV) or request.getfixturevalue("trained_workdir")
+
+
+@pytest.fixture(scope="module")
+def page(page_workdir):
+    before = _snapshot(page_workdir)
+    process, url = _serve(["--workdir", page_workdir, "--stories", "6"])
     yield url
     process.terminate()
     process.wait(timeout=60)
     # The page read the run and wrote nothing into it.
-    assert _snapshot(trained_workdir) == before
+    assert _snapshot(page_workdir) == before
 
 
 @pytest.fixture(scope="module")
-def story(trained_workdir, tmp_path_factory):
+def story(page_workdir, tmp_path_factory):
     """The first held-out story, and what `kstory predict` makes of it."""
-    engine_stories = DemoEngine.held_out_stories(trained_workdir, 1)
+    engine_stories = DemoEngine.held_out_stories(page_workdir, 1)
     story_id = engine_stories[0].story_id
-    expected = predict(trained_workdir, story_id, output_dir=str(tmp_path_factory.mktemp("p")))
+    expected = predict(page_workdir, story_id, output_dir=str(tmp_path_factory.mktemp("p")))
     expected["image"] = np.asarray(Image.open(expected["image_path"]))
     return engine_stories[0], expected
 
@@ -166,7 +174,9 @@ def test_bad_uploads_get_a_message_naming_the_problem(page, tmp_path):
     assert isinstance(result[1], str) and result[3] == ""
 
 
-def test_page_in_a_real_browser_shows_the_caption_of_kstory_predict(page, story, tmp_path):
+def test_page_in_a_real_browser_shows_the_caption_of_kstory_predict(
+    page, page_workdir, story, tmp_path
+):
     from playwright.sync_api import expect
     from playwright.sync_api import sync_playwright
 
@@ -200,24 +210,28 @@ def test_page_in_a_real_browser_shows_the_caption_of_kstory_predict(page, story,
             browser.close()
     assert Image.open(screenshot).size[0] == 1280
     if os.environ.get(SCREENSHOT_ENV):
-        _publish(screenshot, os.environ[SCREENSHOT_ENV], held_out, expected["caption"])
+        _publish(screenshot, os.environ[SCREENSHOT_ENV], page_workdir, held_out, expected)
 
 
-def _publish(screenshot, path, held_out, caption):
+def _publish(screenshot, path, workdir, held_out, expected):
     """The screenshot into results/, beside a report of what it shows."""
     from kstory.provenance import provenance
     from kstory.provenance import write_report
 
     shutil.copy(screenshot, path)
-    record = dict(provenance(), command="make results-page", config="configs/tiny.py (smoke)")
+    record = dict(
+        provenance(os.path.join(workdir, "config.json")),
+        command=f"make results-page ({WORKDIR_ENV}={workdir})",
+    )
     body = (
         f"![the page]({os.path.basename(path)})\n\n"
-        "`kstory demo` on the smoke run of the browser test "
-        "(tests/serving_demo_page_test.py: 14 stories, one epoch), in headless Chromium "
-        f"driven by Playwright. Held-out story {held_out.story_id}, greedy:\n\n"
-        f"- caption on the page: `{caption}`\n"
-        f"- `kstory predict`: `{caption}` (the test asserts they are equal)\n"
-        f"- true caption: `{held_out.texts[4]}`\n"
+        f"`kstory demo --workdir {workdir}` in headless Chromium, driven by Playwright "
+        "(tests/serving_demo_page_test.py, the browser test): the first held-out story, "
+        f"{held_out.story_id}, picked from the gallery; greedy caption.\n\n"
+        "| | caption |\n|---|---|\n"
+        f"| on the page | {expected['caption']} |\n"
+        f"| `kstory predict` (the test asserts equality) | {expected['caption']} |\n"
+        f"| true | {held_out.texts[4]} |\n"
     )
     write_report(os.path.splitext(path)[0] + ".md", "The demo page in a browser", body, record)
 
