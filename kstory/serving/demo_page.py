@@ -38,12 +38,15 @@ def _decoded(frame):
 
 
 def _thumbnail(engine, index):
-    """The context frames of a held-out story side by side, for the gallery."""
-    story = engine.story(index)
+    """The context frames of a held-out story in a square grid, for the gallery."""
     from kstory.data.pipeline import load_frame
 
-    strip = np.concatenate([load_frame(frame, 96) for frame in story["frames"]], axis=1)
-    return strip, f"{story['story_id']}: {story['captions'][0][:60]}"
+    story = engine.story(index)
+    frames = [load_frame(frame, 96) for frame in story["frames"]]
+    side = int(np.ceil(np.sqrt(len(frames))))
+    frames += [np.full_like(frames[0], 255)] * (side * side - len(frames))
+    rows = [np.concatenate(frames[i : i + side], axis=1) for i in range(0, len(frames), side)]
+    return np.concatenate(rows, axis=0), f"{story['story_id']}: {story['captions'][0][:60]}"
 
 
 def _intro(engine):
@@ -122,7 +125,7 @@ def _story_inputs(gr, engine, story_ids):
     gallery = gr.Gallery(
         value=[_thumbnail(engine, i) for i in range(len(story_ids))],
         label="Held-out stories (the run's test split): click one",
-        columns=3,
+        columns=6,
         height="auto",
         object_fit="contain",
         allow_preview=False,
