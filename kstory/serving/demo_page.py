@@ -126,7 +126,7 @@ def _story_inputs(gr, engine, story_ids):
         value=[_thumbnail(engine, i) for i in range(len(story_ids))],
         label="Held-out stories (the run's test split): click one",
         columns=6,
-        height="auto",
+        height=420,
         object_fit="contain",
         allow_preview=False,
         elem_id="stories",
