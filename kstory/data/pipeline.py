@@ -31,6 +31,14 @@ def decode_frame(encoded, size):
     return tf.ensure_shape(_to_uint8(image), (size, size, 3))
 
 
+def frame_array(image):
+    """A frame given as an array, checked to be RGB `(height, width, 3)`."""
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[-1] != 3:
+        raise ValueError(f"A frame array must be (height, width, 3) RGB; got shape {array.shape}.")
+    return array
+
+
 def load_frame(image, size):
     """One frame as the pipeline feeds it: uint8 `(size, size, 3)`.
 
@@ -45,9 +53,7 @@ def load_frame(image, size):
     """
     if isinstance(image, (bytes, bytearray, str)) or hasattr(image, "__fspath__"):
         return decode_frame(tf.constant(read_image(image)), size).numpy()
-    array = np.asarray(image)
-    if array.ndim != 3 or array.shape[-1] != 3:
-        raise ValueError(f"A frame array must be (height, width, 3) RGB; got shape {array.shape}.")
+    array = frame_array(image)
     resized = tf.image.resize(tf.cast(array, tf.float32), (size, size), antialias=True)
     return _to_uint8(resized).numpy()
 

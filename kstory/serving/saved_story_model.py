@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from kstory.data.pipeline import frame_array
 from kstory.data.pipeline import read_image
 from kstory.serving.story_serving_preprocessor import StoryServingPreprocessor
 from kstory.serving.story_serving_preprocessor import stories_batch
@@ -13,9 +14,7 @@ def _encoded(frame):
         return read_image(frame)
     import tensorflow as tf
 
-    array = np.asarray(frame)
-    if array.ndim != 3 or array.shape[-1] != 3:
-        raise ValueError(f"A frame array must be (height, width, 3) RGB; got shape {array.shape}.")
+    array = frame_array(frame)
     if array.dtype != np.uint8:
         array = np.clip(np.round(array), 0, 255).astype(np.uint8)
     return tf.io.encode_png(array).numpy()
