@@ -113,3 +113,4 @@ results-speed: setup
 	KERAS_BACKEND=tensorflow $(BIN)/kstory bench --epoch --stories 600 --report results/bench_epoch_cpu.md
 	$(BIN)/python benchmarks/replica_scaling.py --report results/replica_scaling_cpu.md
 	$(BIN)/python benchmarks/time_quickstart.py --report results/quickstart_time.md
+	$(BIN)/python benchmarks/serving_latency.py --export runs/tiny/export/tf_saved_model --report results/serving_latency_cpu.md
