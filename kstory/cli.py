@@ -288,12 +288,13 @@ def _demo_arguments(command):
     _demo_arguments,
 )
 def _demo(args):
+    # First: it turns off Gradio's usage reports before Gradio is imported.
+    from kstory.serving.demo_page import serve_demo
+
     try:
         import gradio  # noqa: F401
     except ModuleNotFoundError:
         raise RuntimeError("kstory demo needs Gradio: pip install -e '.[app]' (make app does).")
-    from kstory.serving.demo_page import serve_demo
-
     serve_demo(args.workdir, args.export, args.port, args.host, args.stories)
 
 
