@@ -48,7 +48,9 @@ def test_text_describes_the_drawn_colour():
     # colour of a one-shape frame must be that colour.
     from kstory.data.storyboard_generator import COLOURS
 
-    generator = StoryboardGenerator(num_stories=40, image_size=48, max_objects=1, seed=5)
+    generator = StoryboardGenerator(
+        num_stories=40, image_size=48, max_objects=1, seed=5, entity_dynamics=False
+    )
     checked = 0
     for row in generator.rows():
         for image, (text, _) in zip(row["images"], parse_story_frames(row["story"])):
@@ -100,7 +102,8 @@ def test_each_modality_carries_a_fact_the_other_lacks():
     rows = StoryboardGenerator(num_stories=40, image_size=48, seed=2).rows()
     waits = announced = transitions = 0
     for row in rows:
-        texts = [text for text, _ in parse_story_frames(row["story"])]
+        frames = parse_story_frames(row["story"])
+        texts = [text for text, _ in frames]
         for frame in range(row["frame_count"] - 1):
             transitions += 1
             lamp = _pixels(row["images"][frame])[1:4, 1:4].mean() * 255
@@ -115,7 +118,9 @@ def test_each_modality_carries_a_fact_the_other_lacks():
                 shapes_now = _pixels(row["images"][frame])[8:, 8:]
                 shapes_next = _pixels(row["images"][frame + 1])[8:, 8:]
                 background_kept = "Next comes" not in texts[frame]
-                if background_kept:
+                # Peekers and visitors come and go whatever the lamp.
+                same_shapes = frames[frame][1] == frames[frame + 1][1]
+                if background_kept and same_shapes:
                     np.testing.assert_allclose(shapes_next, shapes_now, atol=1 / 255)
             else:
                 assert next_actions == 0, texts[frame + 1]

@@ -36,6 +36,14 @@ class DataConfig:
         split_seed: int. Seed of the validation split.
         image_size: int. Side of the context images fed to the encoder.
         target_image_size: int. Side of the predicted next image.
+        image_resize: str. How a frame that is not square becomes square,
+            the same in training, the feature cache, serving and the
+            storyboards: `"squash"` (stretched), `"crop"` (the centred
+            square) or `"pad"` (centred on black, nothing lost); see
+            `kstory.data.pipeline.square_frame`.
+        entity_slots: int. Grounding: slots per entity kind (`char`, `obj`,
+            `bg`), i.e. the most entities of a kind a story can name to the
+            grounding head (`kstory.data.entities`).
         tokenizer: str. `"learned"` (WordPiece from the training texts), a
             keras-hub preset name, or a local keras-hub / HF folder.
         vocabulary_size: int. Size of a learned vocabulary.
@@ -61,6 +69,8 @@ class DataConfig:
     split_seed: int = 0
     image_size: int = 64
     target_image_size: int = 64
+    image_resize: str = "squash"
+    entity_slots: int = 8
     tokenizer: str = "learned"
     vocabulary_size: int = 1000
     sequence_length: int = 48
@@ -70,7 +80,15 @@ class DataConfig:
 
     def __post_init__(self):
         check_field_types(self, "data")
-        check_choices(self, "data", {"source": SOURCES, "window_mode": ("all", "first")})
+        check_choices(
+            self,
+            "data",
+            {
+                "source": SOURCES,
+                "window_mode": ("all", "first"),
+                "image_resize": ("squash", "crop", "pad"),
+            },
+        )
         if self.source in ("story_reasoning", "vist") and not self.path:
             raise ValueError(f"data.path is required when data.source={self.source!r}.")
         if self.source == "vist" and not self.image_dir:
@@ -87,6 +105,7 @@ class DataConfig:
             "sequence_length",
             "decoder_sequence_length",
             "batch_size",
+            "entity_slots",
         )
         check_at_least(self, "data", positive, 1)
         if self.max_frames < self.min_frames:

@@ -60,6 +60,7 @@ def encoder_fingerprint(backbone):
         "format": CACHE_FORMAT_VERSION,
         "image_size": backbone.image_size,
         "target_image_size": backbone.target_image_size,
+        "image_resize": backbone.image_resize,
         "image_preprocessing": backbone.image_preprocessing_mode,
         "dtype_policy": encoder.dtype_policy.name,
         # Layer names are left out: auto-generated ones vary between processes.
@@ -97,12 +98,16 @@ class FeatureCache:
     def missing_keys(self, keys):
         return [key for key in keys if key not in self.rows_by_key]
 
-    def check_sizes(self, image_size, target_image_size):
-        cached = (self.info["image_size"], self.info["target_image_size"])
-        if cached != (image_size, target_image_size):
+    def check_sizes(self, image_size, target_image_size, image_resize="squash"):
+        cached = (
+            self.info["image_size"],
+            self.info["target_image_size"],
+            self.info.get("image_resize", "squash"),
+        )
+        if cached != (image_size, target_image_size, image_resize):
             raise ValueError(
-                f"The feature cache {self.path} holds frames for image sizes {cached}, "
-                f"not ({image_size}, {target_image_size})."
+                f"The feature cache {self.path} holds frames for image sizes and resize "
+                f"{cached}, not ({image_size}, {target_image_size}, {image_resize!r})."
             )
 
     def rows(self, stories):
@@ -197,6 +202,7 @@ def build_feature_cache(stories, backbone, cache_dir, batch_size=64):
         "fingerprint": fingerprint,
         "image_size": backbone.image_size,
         "target_image_size": backbone.target_image_size,
+        "image_resize": backbone.image_resize,
         "num_frames": len(images_by_key),
         "num_story_frames": num_slots,
         "build_seconds": round(time.perf_counter() - start, 2),
@@ -224,6 +230,7 @@ def build_feature_cache(stories, backbone, cache_dir, batch_size=64):
 def _write_arrays(path, images, backbone, batch_size):
     """Decodes and encodes `images` in batches into the cache's .npy files."""
     image_size, target_size = backbone.image_size, backbone.target_image_size
+    resize = backbone.image_resize
     frames = keras.Input((image_size, image_size, 3), dtype="uint8")
     encoder = keras.Model(
         frames,
@@ -242,7 +249,7 @@ def _write_arrays(path, images, backbone, batch_size):
     }
 
     def decode(encoded):
-        return decode_frame(encoded, image_size), decode_frame(encoded, target_size)
+        return decode_frame(encoded, image_size, resize), decode_frame(encoded, target_size, resize)
 
     dataset = (
         tf.data.Dataset.from_generator(

@@ -1,11 +1,20 @@
 """The tf.data pipeline from `Story` records to model-ready batches."""
 
 import hashlib
+import logging
 
 import numpy as np
 import tensorflow as tf
 
+from kstory.data.entities import ENTITY_KINDS
+from kstory.data.entities import unslotted
+from kstory.data.entities import window_entities
 from kstory.data.windows import story_windows
+
+# How a frame of another shape becomes square (`data.image_resize`).
+RESIZE_MODES = ("squash", "crop", "pad")
+
+logger = logging.getLogger("kstory.data")
 
 
 def read_image(image):
@@ -20,15 +29,44 @@ def _to_uint8(image):
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
-def decode_frame(encoded, size):
-    """Decodes any PNG/JPEG/GIF/BMP to RGB, resized to `(size, size)`, uint8.
+def square_frame(image, size, resize="squash"):
+    """An RGB frame `(height, width, 3)` of any shape -> float32 `(size, size, 3)`.
 
     The one resize (antialiased) of every frame kstory reads: context frames,
-    targets, served frames and the feature cache's.
+    targets, served frames, the feature cache's and the storyboards'.
+
+    Args:
+        image: a tensor `(height, width, 3)`, 0-255.
+        size: int. Side of the result.
+        resize: str. How a frame that is not square becomes square:
+            `"squash"` scales each side on its own (shapes stretch);
+            `"crop"` keeps the centred square of the shorter side (the sides
+            are lost); `"pad"` centres the frame on a black square of the
+            longer side (all of it kept, at its own aspect ratio).
     """
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"data.image_resize must be one of {RESIZE_MODES}; got {resize!r}.")
+    image = tf.cast(image, tf.float32)
+    if resize != "squash":
+        shape = tf.shape(image)
+        height, width = shape[0], shape[1]
+        if resize == "crop":
+            side = tf.minimum(height, width)
+            image = tf.image.crop_to_bounding_box(
+                image, (height - side) // 2, (width - side) // 2, side, side
+            )
+        else:
+            side = tf.maximum(height, width)
+            image = tf.image.pad_to_bounding_box(
+                image, (side - height) // 2, (side - width) // 2, side, side
+            )
+    return tf.image.resize(image, (size, size), antialias=True)
+
+
+def decode_frame(encoded, size, resize="squash"):
+    """Decodes any PNG/JPEG/GIF/BMP to RGB, made square by `square_frame`, uint8."""
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False, dtype=tf.uint8)
-    image = tf.image.resize(tf.cast(image, tf.float32), (size, size), antialias=True)
-    return tf.ensure_shape(_to_uint8(image), (size, size, 3))
+    return tf.ensure_shape(_to_uint8(square_frame(image, size, resize)), (size, size, 3))
 
 
 def frame_array(image):
@@ -39,26 +77,25 @@ def frame_array(image):
     return array
 
 
-def load_frame(image, size):
+def load_frame(image, size, resize="squash"):
     """One frame as the pipeline feeds it: uint8 `(size, size, 3)`.
 
     Args:
         image: encoded bytes (PNG, JPEG, ...), a file path, or an RGB array
             `(height, width, 3)` (uint8, or floats in 0-255).
         size: int. Side of the returned frame.
+        resize: str. `"squash"`, `"crop"` or `"pad"` (see `square_frame`).
 
     Returns:
         numpy uint8 array, resized with antialiasing exactly as in
         `make_dataset`, so that served and evaluated inputs agree.
     """
     if isinstance(image, (bytes, bytearray, str)) or hasattr(image, "__fspath__"):
-        return decode_frame(tf.constant(read_image(image)), size).numpy()
-    array = frame_array(image)
-    resized = tf.image.resize(tf.cast(array, tf.float32), (size, size), antialias=True)
-    return _to_uint8(resized).numpy()
+        return decode_frame(tf.constant(read_image(image)), size, resize).numpy()
+    return _to_uint8(square_frame(frame_array(image), size, resize)).numpy()
 
 
-def load_frames(images, size, batch_size=256):
+def load_frames(images, size, batch_size=256, resize="squash"):
     """Story frames (file paths or encoded bytes) as `make_dataset` feeds
     them, in batches: an iterator of numpy uint8 arrays `(batch, size, size, 3)`.
 
@@ -80,21 +117,24 @@ def load_frames(images, size, batch_size=256):
 
     def decode(index):
         encoded = tf.numpy_function(fetch, [index], tf.string, stateful=False)
-        return decode_frame(tf.ensure_shape(encoded, ()), size)
+        return decode_frame(tf.ensure_shape(encoded, ()), size, resize)
 
     dataset = tf.data.Dataset.range(len(images)).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     for batch in dataset.batch(batch_size).prefetch(1):
         yield batch.numpy()
 
 
-def pipeline_options(data_config):
-    """The `make_dataset` arguments that a `DataConfig` fixes."""
+def pipeline_options(data_config, grounding=False):
+    """The `make_dataset` arguments that a `DataConfig` fixes; with
+    `grounding` (a model with a grounding head), the entity slots too."""
     return dict(
         image_size=data_config.image_size,
         target_image_size=data_config.target_image_size,
+        image_resize=data_config.image_resize,
         num_context_steps=data_config.num_context_steps,
         window_mode=data_config.window_mode,
         batch_size=data_config.batch_size,
+        entity_slots=data_config.entity_slots if grounding else 0,
     )
 
 
@@ -124,6 +164,9 @@ def make_dataset(
         - With `feature_cache`, `image_features` float32 `(batch,
           num_context_steps, features)` and `last_frames` uint8 `(batch, 2,
           target_image_size, target_image_size, 3)` replace `images`.
+        - With `entity_slots`, `context_entities` int32 `(batch,
+          num_context_steps, num_slots)`: each context frame's grounded
+          entities as slots (`kstory.data.entities`).
     Targets:
         - `next_image`: float32 `(batch, target_image_size, target_image_size,
           3)` in [0, 1].
@@ -133,6 +176,9 @@ def make_dataset(
           num_context_steps)`, equal for context frames with the same encoded
           bytes, so that `StoryModel`'s contrastive loss does not take a
           frame for a negative of itself.
+        - With `entity_slots`, `next_entities` and `entity_mask`, float32
+          `(batch, num_outputs)`: the next frame's entities and which of them
+          the grounding loss counts (see `window_entities`).
 
     Args:
         stories: list of `Story`.
@@ -153,6 +199,10 @@ def make_dataset(
               `"first"`.
             - `image_size`: int, 64. Side of the context images.
             - `target_image_size`: int, 64. Side of the predicted next image.
+            - `image_resize`: str, `"squash"`. How frames become square
+              (see `square_frame`).
+            - `entity_slots`: int, 0. Slots per entity kind of the grounding
+              inputs and targets; 0 leaves them out.
             - `feature_cache`: `FeatureCache` holding every frame of
               `stories`, or None. Then windows read the frozen image
               encoder's features and small frames from it instead of
@@ -242,6 +292,8 @@ class _Windows:
         window_mode="all",
         image_size=64,
         target_image_size=64,
+        image_resize="squash",
+        entity_slots=0,
         feature_cache=None,
         frame_keys=False,
     ):
@@ -261,27 +313,35 @@ class _Windows:
         self.frame_texts = tf.constant([text for story in stories for text in story.texts])
         if feature_cache is None:
             self.load_frames = _frame_loader(
-                stories, num_context_steps, image_size, target_image_size
+                stories, num_context_steps, image_size, target_image_size, image_resize
             )
             self.image_keys = ("images",)
         else:
-            feature_cache.check_sizes(image_size, target_image_size)
+            feature_cache.check_sizes(image_size, target_image_size, image_resize)
             self.load_frames = feature_cache.window_loader(stories, num_context_steps)
             self.image_keys = ("image_features", "last_frames")
         self.preprocessor = preprocessor
         self.num_context_steps = num_context_steps
         self.frame_keys = frame_keys
+        self.entities = None
+        if entity_slots:
+            self.entities = _entity_tables(stories, windows, self.frame_indices, entity_slots)
 
     def __len__(self):
         return len(self.frame_indices)
 
     def load_window(self, indices):
         texts = tf.gather(self.frame_texts, indices)
-        return {
+        window = {
             **self.load_frames(indices),
             "context_texts": texts[: self.num_context_steps],
             "next_text": texts[self.num_context_steps],
         }
+        if self.entities is not None:
+            row = tf.gather(self.entities["row"], indices[0])
+            for name in ("context_entities", "next_entities", "entity_mask"):
+                window[name] = tf.gather(self.entities[name], row)
+        return window
 
     def tokenize(self, batch):
         text = self.preprocessor(batch["context_texts"], batch["next_text"])
@@ -296,6 +356,10 @@ class _Windows:
         targets = {"next_image": batch["next_image"], "next_token_ids": text["next_token_ids"]}
         if self.frame_keys:
             targets["context_frame_keys"] = batch["frame_keys"]
+        if self.entities is not None:
+            inputs["context_entities"] = batch["context_entities"]
+            targets["next_entities"] = batch["next_entities"]
+            targets["entity_mask"] = batch["entity_mask"]
         return inputs, targets
 
     def batches(self, dataset, batch_size, num_shards=1, shard_index=0, drop_remainder=False):
@@ -319,7 +383,47 @@ def frame_key(encoded):
     return int.from_bytes(digest, "little") & 0x7FFFFFFF
 
 
-def _frame_loader(stories, num_context_steps, image_size, target_image_size):
+def _entity_tables(stories, windows, frame_indices, slots):
+    """Every window's grounding arrays (`window_entities`), as constants, and
+    `row`: the window of each first frame (a window is found by its first
+    frame's global index)."""
+    steps = frame_indices.shape[1] - 1
+    arrays = [window_entities(stories[s].entities, start, steps, slots) for s, start in windows]
+    context, target, mask = (np.stack(column) for column in zip(*arrays))
+    row = np.zeros(int(frame_indices[:, 0].max()) + 1, np.int64)
+    row[frame_indices[:, 0]] = np.arange(len(frame_indices))
+    if not any(story.entities for story in stories):
+        logger.info(
+            "None of these %d stories has grounding tags (VIST has none): the grounding "
+            "head gets no loss from them, and no entity metrics are scored.",
+            len(stories),
+        )
+    left_out = [
+        (story.story_id, entity_id)
+        for story in stories
+        for frame in story.entities
+        for entity_id in unslotted(frame, slots)
+    ]
+    if left_out:
+        logger.warning(
+            "%d entity mentions have no grounding slot (more than data.entity_slots=%d of "
+            "a kind, or a kind other than %s), e.g. %r in story %r; the grounding head "
+            "cannot name them.",
+            len(left_out),
+            slots,
+            "/".join(ENTITY_KINDS),
+            left_out[0][1],
+            left_out[0][0],
+        )
+    return {
+        "row": tf.constant(row),
+        "context_entities": tf.constant(context.astype(np.int32)),
+        "next_entities": tf.constant(target),
+        "entity_mask": tf.constant(mask),
+    }
+
+
+def _frame_loader(stories, num_context_steps, image_size, target_image_size, resize="squash"):
     """Window frame indices -> decoded `images`, their keys and the `next_image` target."""
     frame_images = [image for story in stories for image in story.images]
 
@@ -335,11 +439,11 @@ def _frame_loader(stories, num_context_steps, image_size, target_image_size):
         encoded.set_shape((num_context_steps + 1,))
         keys.set_shape((num_context_steps,))
         context = tf.map_fn(
-            lambda data: decode_frame(data, image_size),
+            lambda data: decode_frame(data, image_size, resize),
             encoded[:num_context_steps],
             fn_output_signature=tf.TensorSpec((image_size, image_size, 3), tf.uint8),
         )
-        target = decode_frame(encoded[num_context_steps], target_image_size)
+        target = decode_frame(encoded[num_context_steps], target_image_size, resize)
         return {
             "images": context,
             "next_image": tf.cast(target, tf.float32) / 255.0,
@@ -413,15 +517,18 @@ class FrameBatches:
         seed: int. Seed of the sample.
     """
 
-    def __init__(self, stories, image_size, batch_size, num_batches, seed=0):
+    def __init__(self, stories, image_size, batch_size, num_batches, seed=0, resize="squash"):
         images = [image for story in stories for image in story.images]
         order = np.random.default_rng(seed).permutation(len(images))
         self.images = [images[i] for i in order[: batch_size * num_batches]]
         self.image_size = image_size
         self.batch_size = batch_size
+        self.resize = resize
         self.batches = None
 
     def __iter__(self):
         if self.batches is None:
-            self.batches = list(load_frames(self.images, self.image_size, self.batch_size))
+            self.batches = list(
+                load_frames(self.images, self.image_size, self.batch_size, self.resize)
+            )
         return iter(self.batches)

@@ -42,6 +42,13 @@ _LAMP_LIT, _LAMP_DARK = (255, 255, 255), (0, 0, 0)
 _LAMP_SIZE = 0.14
 _WAIT_PROBABILITY = 0.5
 _SUPERSAMPLE = 4
+# Comings and goings (`entity_dynamics`): the chance that a story has a
+# peeker (in every other frame) and a visitor (in for `_VISIT_LENGTH`
+# frames from a frame up to `_LATEST_ARRIVAL`, then gone).
+_PEEKER_PROBABILITY = 0.5
+_VISITOR_PROBABILITY = 0.6
+_VISIT_LENGTH = 3
+_LATEST_ARRIVAL = 5
 
 
 def _size_word(radius):
@@ -62,6 +69,16 @@ def _direction(dx, dy):
     vertical = "up" if dy < 0 else "down" if dy > 0 else ""
     horizontal = "left" if dx < 0 else "right" if dx > 0 else ""
     return " and ".join(part for part in (vertical, horizontal) if part)
+
+
+def _present(state, frame):
+    """Whether a shape is in frame number `frame` (from 0)."""
+    visibility = state.get("visibility", "stays")
+    if visibility == "peeks":
+        return frame % 2 == state["phase"]
+    if visibility == "visits":
+        return state["arrive"] <= frame < state["arrive"] + _VISIT_LENGTH
+    return True
 
 
 def _reflect(position, velocity, low, high):
@@ -95,6 +112,15 @@ class StoryboardGenerator:
       moves to a random other background half of the time, and the frame
       before says so ("Next comes the beach.").
 
+    With `entity_dynamics`, shapes also enter and leave, so that "the same
+    entities as the last frame" is a floor to beat (docs/grounding.md): a
+    story may have a peeker, in every other frame, and a visitor, who comes
+    in once, announced by the frame before ("A small red circle comes in
+    next.", untagged: it is not in that frame), and leaves after three
+    frames. The lamp stops motion, not comings and goings. Which shapes the
+    next frame holds thus follows from the context: their presence so far
+    and the announcement.
+
     Rows carry the columns of the StoryReasoning parquet (`story_id`,
     `images`, `frame_count`, `chain_of_thought`, `story`), with per-frame text
     in `<gdi imageN>` blocks and `<gdo>`, `<gda>`, `<gdl>` grounding tags.
@@ -104,7 +130,10 @@ class StoryboardGenerator:
         min_frames: int. Fewest frames in a story.
         max_frames: int. Most frames in a story.
         image_size: int. Side of the square frames, in pixels.
-        max_objects: int. Most shapes in a scene (at least one).
+        max_objects: int. Most shapes that stay in the scene (at least
+            one); with `entity_dynamics`, a peeker and a visitor may join.
+        entity_dynamics: bool. Shapes enter and leave (see above); False
+            keeps every shape in every frame.
         seed: int. Story `i` depends only on `(seed, i)`.
 
     Example:
@@ -121,6 +150,7 @@ class StoryboardGenerator:
         image_size=64,
         max_objects=3,
         seed=0,
+        entity_dynamics=True,
     ):
         if not 1 <= min_frames <= max_frames:
             raise ValueError(
@@ -137,6 +167,7 @@ class StoryboardGenerator:
         self.image_size = image_size
         self.max_objects = max_objects
         self.seed = seed
+        self.entity_dynamics = entity_dynamics
 
     def rows(self):
         return [self.story_row(index) for index in range(self.num_stories)]
@@ -150,24 +181,24 @@ class StoryboardGenerator:
         ]
         backgrounds = self._scenes(rng, num_frames)
         lamps_lit = [bool(rng.random() >= _WAIT_PROBABILITY) for _ in range(num_frames)]
+        if self.entity_dynamics:
+            objects += self._comings_and_goings(rng, len(objects))
         # Grounding ids: bg1 is the story's first background, bg2 its second, ...
         background_ids = {}
         for background in backgrounds:
             background_ids.setdefault(background, f"bg{len(background_ids) + 1}")
+        frames = self._simulate(objects, lamps_lit)
         story_id = str(index)
         images, blocks, thoughts = [], [], []
-        states = [dict(spec, event=None, waits=False) for spec in objects]
-        for frame in range(num_frames):
-            if frame:
-                if lamps_lit[frame - 1]:
-                    states = [self._step(state) for state in states]
-                else:
-                    states = [dict(state, event=None, waits=True) for state in states]
+        for frame, states in enumerate(frames):
+            shown = [state for state in states if state["present"]]
             background = backgrounds[frame]
+            following = frames[frame + 1] if frame + 1 < num_frames else []
+            arrivals = [s for s in following if s["present"] and s["arrives"]]
             next_background = backgrounds[frame + 1] if frame + 1 < num_frames else background
             images.append(
                 {
-                    "bytes": self._draw(background, states, lamps_lit[frame]),
+                    "bytes": self._draw(background, shown, lamps_lit[frame]),
                     "path": f"{story_id}/{frame + 1}.png",
                 }
             )
@@ -176,12 +207,13 @@ class StoryboardGenerator:
                     frame,
                     background,
                     background_ids[background],
-                    states,
+                    shown,
                     next_background if next_background != background else None,
+                    arrivals,
                 )
             )
             thoughts.append(
-                self._frame_thought(frame, background, background_ids[background], states)
+                self._frame_thought(frame, background, background_ids[background], shown)
             )
         return {
             "story_id": story_id,
@@ -190,6 +222,43 @@ class StoryboardGenerator:
             "chain_of_thought": "\n\n".join(thoughts),
             "story": "\n".join(blocks),
         }
+
+    def _comings_and_goings(self, rng, num_objects):
+        """The shapes that are not always in the frame: a peeker, in every
+        other frame, and a visitor, who comes in once (announced the frame
+        before) and leaves after `_VISIT_LENGTH` frames. The lamp does not
+        hold them: it stops motion, not comings and goings."""
+        extras = []
+        if rng.random() < _PEEKER_PROBABILITY:
+            peeker = self._new_object(rng, num_objects + len(extras))
+            extras.append(dict(peeker, visibility="peeks", phase=int(rng.integers(2))))
+        if rng.random() < _VISITOR_PROBABILITY:
+            visitor = self._new_object(rng, num_objects + len(extras))
+            arrive = int(rng.integers(1, _LATEST_ARRIVAL + 1))
+            extras.append(dict(visitor, visibility="visits", arrive=arrive))
+        return extras
+
+    def _simulate(self, objects, lamps_lit):
+        """Every frame's object states, absent objects included."""
+        states = [dict(spec, event=None, waits=False) for spec in objects]
+        frames = []
+        for frame in range(len(lamps_lit)):
+            if frame:
+                if lamps_lit[frame - 1]:
+                    states = [self._step(state) for state in states]
+                else:
+                    states = [dict(state, event=None, waits=True) for state in states]
+            present = [_present(state, frame) for state in states]
+            seen_before = [
+                any(before[i]["present"] for before in frames) for i in range(len(states))
+            ]
+            frames.append(
+                [
+                    dict(state, present=shown, arrives=shown and not seen and frame > 0)
+                    for state, shown, seen in zip(states, present, seen_before)
+                ]
+            )
+        return frames
 
     def _scenes(self, rng, num_frames):
         """Each frame's background: the last one, or at random another."""
@@ -274,7 +343,9 @@ class StoryboardGenerator:
         colour = COLOUR_CYCLE[state["colour"]]
         return f"the {_size_word(state['radius'])} {colour} {state['shape']}"
 
-    def _frame_story(self, frame, background, background_id, states, next_background=None):
+    def _frame_story(
+        self, frame, background, background_id, states, next_background=None, arrivals=()
+    ):
         clauses = [
             f"<gdo {state['id']}>{self._noun(state)}</gdo> "
             f"<gda {state['id']}>{self._action(state)}</gda> at the "
@@ -282,6 +353,9 @@ class StoryboardGenerator:
             for state in states
         ]
         text = f"<gdl {background_id}>In the {background}</gdl>, " + "; ".join(clauses) + "."
+        for state in arrivals:
+            # Untagged: the newcomer is not in this frame (nor its entities).
+            text += f" A {self._noun(state)[4:]} comes in next."
         if next_background is not None:
             text += f" Next comes the {next_background}."
         return f"<gdi image{frame + 1}>\n{text}\n</gdi>"

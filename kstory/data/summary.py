@@ -19,9 +19,10 @@ def _pixels(image):
 
 
 def _change_shares(stories, num_context_steps, window_mode):
-    """Shares of windows whose target image / caption differ from the last context frame."""
+    """Shares of windows whose target image / caption / entities differ from
+    the last context frame's."""
     windows = story_windows(stories, num_context_steps, window_mode)
-    image_changed = text_changed = 0
+    image_changed = text_changed = entities_changed = 0
     for story_index, start in windows:
         story = stories[story_index]
         last, target = start + num_context_steps - 1, start + num_context_steps
@@ -31,8 +32,10 @@ def _change_shares(stories, num_context_steps, window_mode):
         ):
             image_changed += 1
         text_changed += story.texts[last] != story.texts[target]
+        if story.entities:
+            entities_changed += set(story.entities[last]) != set(story.entities[target])
     count = max(len(windows), 1)
-    return image_changed / count, text_changed / count
+    return image_changed / count, text_changed / count, entities_changed / count
 
 
 def summarize_data(config, data_dir):
@@ -63,7 +66,7 @@ def summarize_data(config, data_dir):
     }
     for name, stories in splits.items():
         windows = story_windows(stories, config.num_context_steps, config.window_mode)
-        image_share, text_share = _change_shares(
+        image_share, text_share, entity_share = _change_shares(
             stories, config.num_context_steps, config.window_mode
         )
         summary["splits"][name] = {
@@ -72,11 +75,14 @@ def summarize_data(config, data_dir):
             "windows": len(windows),
             "target_image_differs_from_last": round(image_share, 3),
             "target_caption_differs_from_last": round(text_share, 3),
+            "target_entities_differ_from_last": round(entity_share, 3),
         }
     preprocessor = StoryTextPreprocessor(
         tokenizer, config.sequence_length, config.decoder_sequence_length
     )
-    dataset = make_dataset(splits["train"], preprocessor, **pipeline_options(config))
+    dataset = make_dataset(
+        splits["train"], preprocessor, **pipeline_options(config, grounding=True)
+    )
     inputs, targets = next(iter(dataset))
     summary["batch"] = {
         name: f"{tuple(tensor.shape)} {tensor.dtype.name}"
@@ -95,12 +101,13 @@ def format_summary(summary):
     """Renders `summarize_data`'s dict as a short report."""
     lines = [f"source: {summary['source']}", ""]
     header = f"{'split':<11}{'stories':>8}{'frames':>8}{'windows':>9}"
-    lines.append(f"{header}  next differs from last (image / caption)")
+    lines.append(f"{header}  next differs from last (image / caption / entities)")
     for name, split in summary["splits"].items():
         lines.append(
             f"{name:<11}{split['stories']:>8}{split['frames']:>8}{split['windows']:>9}  "
             f"{split['target_image_differs_from_last']:.1%} / "
-            f"{split['target_caption_differs_from_last']:.1%}"
+            f"{split['target_caption_differs_from_last']:.1%} / "
+            f"{split['target_entities_differ_from_last']:.1%}"
         )
     lines.append("")
     for source, counts in summary["skipped"].items():
