@@ -30,6 +30,8 @@ GIVEN = {
     "sequence_length",
     "image_preprocessing",
     "pad_token_id",
+    "image_resize",
+    "entity_slots",
 }
 KERAS_CONFIG = {"name", "trainable", "dtype"}
 
@@ -53,6 +55,7 @@ CHANGED = {
     "contrastive_head": False,
     "contrastive_text_pooling": "mean",
     "image_memory": False,
+    "grounding_head": True,
 }
 
 

@@ -69,6 +69,10 @@ class BackboneConfig:
             from the first step (see `StoryBackbone.embed_caption`).
         image_memory: bool. With an attending text decoder, its memory also
             holds one slot per context image (see `ContextMemory`).
+        grounding_head: bool. Predict which of the story's entities appear
+            in the next frame (`GroundingHead`): the backbone then takes
+            `context_entities` and returns `entity_logits`
+            (docs/grounding.md).
     """
 
     # Error messages name a setting in this config section (`ModelConfig`: "model").
@@ -92,6 +96,7 @@ class BackboneConfig:
     contrastive_head: bool = True
     contrastive_text_pooling: str = "cls"
     image_memory: bool = True
+    grounding_head: bool = False
 
     def __post_init__(self):
         section = self.SECTION

@@ -206,6 +206,8 @@ def _build_backbone(
         num_context_steps=data_config.num_context_steps,
         sequence_length=data_config.sequence_length,
         pad_token_id=pad_token_id,
+        image_resize=data_config.image_resize,
+        entity_slots=data_config.entity_slots,
         dtype=model_config.dtype_policy,
         **preprocessing,
         **model_config.backbone_settings(),

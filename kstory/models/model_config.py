@@ -14,6 +14,7 @@ LOSS_WEIGHTS = (
     "text_loss_weight",
     "contrastive_loss_weight",
     "bag_of_words_loss_weight",
+    "grounding_loss_weight",
 )
 
 
@@ -59,6 +60,8 @@ class ModelConfig(BackboneConfig):
         contrastive_loss_weight: float. Weight of InfoNCE; 0 turns it off.
         bag_of_words_loss_weight: float. Weight of the bag-of-words loss on
             every step's state (see `StoryModel`); 0 turns it off.
+        grounding_loss_weight: float. Weight of the grounding loss (with
+            `grounding_head`).
         dtype_policy: str. `"float32"`, `"mixed_bfloat16"` or `"mixed_float16"`.
     """
 
@@ -79,6 +82,7 @@ class ModelConfig(BackboneConfig):
     text_loss_weight: float = 1.0
     contrastive_loss_weight: float = 0.1
     bag_of_words_loss_weight: float = 0.0
+    grounding_loss_weight: float = 1.0
     dtype_policy: str = "float32"
 
     def __post_init__(self):

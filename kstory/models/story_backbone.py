@@ -4,8 +4,10 @@ import keras
 import keras_hub
 from keras import ops
 
+from kstory.data.entities import num_entity_slots
 from kstory.layers.context_memory import ContextMemory
 from kstory.layers.float32_orthogonal import FLOAT32_ORTHOGONAL
+from kstory.layers.grounding_head import GroundingHead
 from kstory.layers.image_decoder import ImageDecoder
 from kstory.layers.image_preprocessing import ImagePreprocessing
 from kstory.layers.step_text_encoder import StepTextEncoder
@@ -53,6 +55,11 @@ class StoryBackbone(keras_hub.models.Backbone):
             `ImagePreprocessing`).
         pad_token_id: int. The padding id of `decoder_token_ids`: the next
             caption that the image decoder reads is masked with it.
+        image_resize: str. How frames of another shape were made square
+            (`data.image_resize`): kept so that the feature cache and serving
+            resize as training did.
+        entity_slots: int. Slots per entity kind of `context_entities`
+            (with `grounding_head`).
         dtype: str or `keras.DTypePolicy`. Of every layer and output;
             `StoryModel` reads the outputs as float32.
         **kwargs: the architecture, every field of `BackboneConfig`
@@ -90,6 +97,8 @@ class StoryBackbone(keras_hub.models.Backbone):
         sequence_length=32,
         image_preprocessing="tf",
         pad_token_id=0,
+        image_resize="squash",
+        entity_slots=8,
         dtype=None,
         **kwargs,
     ):
@@ -106,6 +115,8 @@ class StoryBackbone(keras_hub.models.Backbone):
         self.sequence_length = sequence_length
         self.image_preprocessing_mode = image_preprocessing
         self.pad_token_id = pad_token_id
+        self.image_resize = image_resize
+        self.entity_slots = entity_slots
         # === Layers ===
         self.image_encoder = image_encoder
         self._build_encoders(text_backbone, dtype)
@@ -124,6 +135,12 @@ class StoryBackbone(keras_hub.models.Backbone):
             ),
             "decoder_token_ids": keras.Input((None,), dtype="int32", name="decoder_token_ids"),
         }
+        if self.grounding_head:
+            inputs["context_entities"] = keras.Input(
+                (num_context_steps, num_entity_slots(entity_slots)),
+                dtype="int32",
+                name="context_entities",
+            )
         super().__init__(inputs=inputs, outputs=self.compute_outputs(inputs), dtype=dtype, **kwargs)
         self.apply_freezing()
 
@@ -213,6 +230,11 @@ class StoryBackbone(keras_hub.models.Backbone):
             dtype=dtype,
             name="text_decoder",
         )
+        self.grounding = None
+        if self.grounding_head:
+            self.grounding = GroundingHead(
+                self.entity_slots, self.fusion_dim, dtype=dtype, name="grounding_head"
+            )
 
     def apply_freezing(self):
         """Freezes the image encoder and the lower text layers, as configured.
@@ -236,7 +258,7 @@ class StoryBackbone(keras_hub.models.Backbone):
         """
         encoded = self.encode(inputs, training=training)
         last_frames = inputs["last_frames"] if "image_features" in inputs else inputs["images"]
-        return {
+        outputs = {
             "image_embeddings": encoded["image_embeddings"],
             "text_embeddings": encoded["text_embeddings"],
             "story_state": encoded["story_state"],
@@ -254,6 +276,22 @@ class StoryBackbone(keras_hub.models.Backbone):
                 training=training,
             ),
         }
+        if self.grounding is not None:
+            outputs["entity_logits"] = self.predict_entities(
+                encoded, inputs.get("context_entities")
+            )
+        return outputs
+
+    def predict_entities(self, encoded, context_entities=None):
+        """The grounding head's `entity_logits` `(batch, num_slots + kinds)`
+        from `encode`'s outputs (the step states and the last caption's text
+        embedding); without `context_entities` (a story with no grounding
+        tags), only the new-entity logits are unmasked."""
+        step_states = encoded["step_states"]
+        if context_entities is None:
+            shape = (ops.shape(step_states)[0], self.num_context_steps)
+            context_entities = ops.zeros((*shape, num_entity_slots(self.entity_slots)), "int32")
+        return self.grounding(step_states, context_entities, encoded["text_embeddings"][:, -1, :])
 
     def encode(self, inputs, training=None):
         """Context steps -> dict of `image_embeddings`, `text_embeddings`,
@@ -385,6 +423,8 @@ class StoryBackbone(keras_hub.models.Backbone):
                 "image_preprocessing": self.image_preprocessing_mode,
                 **{name: getattr(self, name) for name in BackboneConfig.field_names()},
                 "pad_token_id": self.pad_token_id,
+                "image_resize": self.image_resize,
+                "entity_slots": self.entity_slots,
             }
         )
         return config

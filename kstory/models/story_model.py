@@ -18,11 +18,10 @@ _MAX_LOGIT_SCALE = 100.0
 
 
 def _context_steps(inputs):
-    """The context-step inputs, as tensors of the active backend."""
-    return {
-        name: ops.convert_to_tensor(inputs[name])
-        for name in ("images", "token_ids", "padding_mask")
-    }
+    """The context-step inputs (and `context_entities`, when given), as
+    tensors of the active backend."""
+    names = ("images", "token_ids", "padding_mask", "context_entities")
+    return {name: ops.convert_to_tensor(inputs[name]) for name in names if name in inputs}
 
 
 def _load_optimizer_slots_by_name(optimizer, saved_names):
@@ -56,7 +55,10 @@ class StoryModel(keras_hub.models.Task):
     embeddings of all `batch x steps` context steps, with a learnable
     temperature initialised at 0.07 and clipped to at least 0.01); with
     `bag_of_words_loss_weight`, a fourth, `bag_of_words_loss`, asks each step's
-    state for the following caption's words, in any order. They are
+    state for the following caption's words, in any order; with the
+    backbone's grounding head, `grounding_loss` (binary cross-entropy of
+    each nameable entity's presence in the next frame and of each kind's
+    "new entity" flag, masked by the targets' `entity_mask`). They are
     added in `compute_loss`, the one hook that the TensorFlow, JAX and PyTorch
     trainers all call, so the same step runs on every backend.
 
@@ -75,6 +77,8 @@ class StoryModel(keras_hub.models.Task):
         text_loss_weight: float. Weight of the text term.
         contrastive_loss_weight: float. Weight of the InfoNCE term; 0 turns it
             off (the ablation).
+        grounding_loss_weight: float. Weight of the grounding term (with a
+            backbone built with `grounding_head`).
         bag_of_words_loss_weight: float. Weight of the bag-of-words term
             (Zhao et al., 2017): a dense head on each step's state predicts a
             distribution over the vocabulary, scored by the log-probability
@@ -107,6 +111,7 @@ class StoryModel(keras_hub.models.Task):
         text_loss_weight=1.0,
         contrastive_loss_weight=0.1,
         bag_of_words_loss_weight=0.0,
+        grounding_loss_weight=1.0,
         pad_token_id=None,
         **kwargs,
     ):
@@ -132,6 +137,7 @@ class StoryModel(keras_hub.models.Task):
         self.text_loss_weight = text_loss_weight
         self.contrastive_loss_weight = contrastive_loss_weight
         self.bag_of_words_loss_weight = bag_of_words_loss_weight
+        self.grounding_loss_weight = grounding_loss_weight
         self.pad_token_id = pad_token_id
 
         # === Training state ===
@@ -144,6 +150,9 @@ class StoryModel(keras_hub.models.Task):
         self.image_loss_tracker = keras.metrics.Mean(name="image_loss")
         self.text_loss_tracker = keras.metrics.Mean(name="text_loss")
         self.contrastive_loss_tracker = keras.metrics.Mean(name="contrastive_loss")
+        self.grounding_loss_tracker = None
+        if backbone.grounding is not None:
+            self.grounding_loss_tracker = keras.metrics.Mean(name="grounding_loss")
         self.bag_of_words_head = self.bag_of_words_loss_tracker = None
         if bag_of_words_loss_weight:
             # A training-only head beside the functional graph, read by
@@ -302,6 +311,19 @@ class StoryModel(keras_hub.models.Task):
         log_probs = ops.log_softmax(self.bag_of_words_head(step_states), axis=-1)
         return self._token_mean(-ops.take_along_axis(log_probs, targets, axis=-1), targets)
 
+    def grounding_loss(self, y, y_pred):
+        """Binary cross-entropy of the next frame's entities: each slot the
+        context shows (present or not) and each kind's new-entity flag,
+        averaged over the global batch's `entity_mask` (a story without
+        grounding adds nothing), as this replica's share."""
+        targets = ops.cast(y["next_entities"], "float32")
+        mask = ops.cast(y["entity_mask"], "float32")
+        losses = ops.binary_crossentropy(
+            targets, ops.cast(y_pred["entity_logits"], "float32"), from_logits=True
+        )
+        count = ops.maximum(replica_sum(ops.sum(mask)), 1.0)
+        return ops.sum(losses * mask) * num_replicas_in_sync() / count
+
     def _token_mean(self, token_losses, targets):
         """The mean of per-token losses over the global batch's non-padding
         `targets`, as this replica's share (see `loss_terms`)."""
@@ -321,6 +343,10 @@ class StoryModel(keras_hub.models.Task):
             bag_of_words_loss = self.bag_of_words_loss(y, y_pred, x)
             self.bag_of_words_loss_tracker.update_state(bag_of_words_loss)
             total = total + self.bag_of_words_loss_weight * bag_of_words_loss
+        if self.grounding_loss_tracker is not None and "next_entities" in y:
+            grounding_loss = self.grounding_loss(y, y_pred)
+            self.grounding_loss_tracker.update_state(grounding_loss)
+            total = total + self.grounding_loss_weight * grounding_loss
         if self.losses:
             total = total + ops.sum(self.losses)
         # TensorFlow strategies sum the replicas' gradients.
@@ -361,7 +387,9 @@ class StoryModel(keras_hub.models.Task):
 
         Returns:
             dict with `next_image` `(batch, H, W, 3)` floats in [0, 1] and
-            `next_token_ids` `(batch, max_length)` int32.
+            `next_token_ids` `(batch, max_length)` int32; with a grounding
+            head, `entity_logits` (from `context_entities` in `inputs`, or
+            none known).
         """
         steps = _context_steps(inputs)
         encoded = self.backbone.encode(steps)
@@ -375,6 +403,10 @@ class StoryModel(keras_hub.models.Task):
             ),
             "next_token_ids": token_ids,
         }
+        if self.backbone.grounding is not None:
+            outputs["entity_logits"] = self.backbone.predict_entities(
+                encoded, steps.get("context_entities")
+            )
         if return_embeddings:
             for name in ("image_embeddings", "text_embeddings", "story_state"):
                 outputs[name] = encoded[name]
@@ -435,7 +467,12 @@ class StoryModel(keras_hub.models.Task):
             token_ids: `(batch, length)` ids starting with `[CLS]`.
         """
         token_ids = ops.convert_to_tensor(token_ids, "int32")
-        outputs = self({**_context_steps(inputs), "decoder_token_ids": token_ids[:, :-1]})
+        steps = _context_steps(inputs)
+        if self.backbone.grounding is not None and "context_entities" not in steps:
+            num_slots = self.backbone.input["context_entities"].shape[-1]
+            shape = (ops.shape(token_ids)[0], self.backbone.num_context_steps, num_slots)
+            steps["context_entities"] = ops.zeros(shape, "int32")
+        outputs = self({**steps, "decoder_token_ids": token_ids[:, :-1]})
         log_probs = ops.log_softmax(ops.cast(outputs["next_token_logits"], "float32"), axis=-1)
         targets = token_ids[:, 1:]
         picked = ops.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
@@ -451,6 +488,7 @@ class StoryModel(keras_hub.models.Task):
                 "text_loss_weight": self.text_loss_weight,
                 "contrastive_loss_weight": self.contrastive_loss_weight,
                 "bag_of_words_loss_weight": self.bag_of_words_loss_weight,
+                "grounding_loss_weight": self.grounding_loss_weight,
                 "pad_token_id": self.pad_token_id,
             }
         )

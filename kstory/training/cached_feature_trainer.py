@@ -42,6 +42,8 @@ class CachedFeatureTrainer(keras.Model):
         self.image_loss_tracker = story_model.image_loss_tracker
         self.text_loss_tracker = story_model.text_loss_tracker
         self.contrastive_loss_tracker = story_model.contrastive_loss_tracker
+        if story_model.grounding_loss_tracker is not None:
+            self.grounding_loss_tracker = story_model.grounding_loss_tracker
         if story_model.bag_of_words_loss_tracker is not None:
             self.bag_of_words_loss_tracker = story_model.bag_of_words_loss_tracker
         # All its weights are the (built) story model's. Marked built, fit

@@ -275,6 +275,7 @@ def _batch_norm_recalibration(config, model, train_stories):
             data.batch_size * data.num_context_steps,
             config.train.batch_norm_recalibration_batches,
             seed=config.seed,
+            resize=data.image_resize,
         ),
     )
 
@@ -345,7 +346,10 @@ def train(
             config, workdir, splits, preprocessor, replicas
         )
     dataset_options = dict(
-        pipeline_options(data), feature_cache=feature_cache, frame_keys=True, **shards
+        pipeline_options(data, config.model.grounding_head),
+        feature_cache=feature_cache,
+        frame_keys=True,
+        **shards,
     )
     validation_dataset = make_dataset(
         splits["validation"],
