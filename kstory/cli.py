@@ -223,6 +223,11 @@ def _predict(args):
 
     result = predict(args.workdir, args.story, args.start, args.sampler)
     print(f"next caption: {result['caption']}")
+    if "entities" in result:
+        from kstory.data.entities import entities_line
+
+        line = entities_line(result["entities"], result["new_entity_kinds"])
+        print(f"next entities: {line or 'none'}")
     print(f"next image: {result['image_path']}")
     print(f"storyboard: {result['storyboard_path']}")
 

@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from kstory.cli import main
+from kstory.data.entities import entities_line
 from kstory.evaluation.predict import predict
 from kstory.serving.demo_engine import DemoEngine
 from kstory.workdir import load_workdir_model
@@ -120,8 +121,11 @@ def test_client_gets_the_caption_and_frame_of_kstory_predict(page, story, traine
     result = client.predict(
         story_id, "greedy", *map(handle_file, frames), *captions, api_name="/predict"
     )
-    image, caption, true_image, true_caption, storyboard, nearest = result
+    image, caption, true_image, true_caption, storyboard, nearest, entities, truth = result
     assert caption == expected["caption"]
+    # The grounding head's entities, as `kstory predict` gives them.
+    assert entities == entities_line(expected["entities"], expected["new_entity_kinds"])
+    assert truth == " ".join(held_out.entities[4]) and truth
     np.testing.assert_array_equal(np.asarray(Image.open(image)), expected["image"])
     assert true_caption == held_out.texts[4]
     assert np.asarray(Image.open(true_image)).shape == expected["image"].shape
@@ -246,9 +250,13 @@ def test_export_mode_predicts_as_the_keras_model(trained_workdir, story, tmp_pat
     held_out, expected = story
     engine = DemoEngine(trained_workdir, export_dir, num_stories=1)
     assert engine.predictor.samplers == ("greedy",)
-    result = engine.predict(list(held_out.images[:4]), list(held_out.texts[:4]))
+    context_entities = [list(ids) for ids in held_out.entities[:4]]
+    result = engine.predict(
+        list(held_out.images[:4]), list(held_out.texts[:4]), entities=context_entities
+    )
     assert result["caption"] == expected["caption"]
     np.testing.assert_allclose(result["next_image"], expected["image"], atol=1)
+    assert result["entities"] == entities_line(expected["entities"], expected["new_entity_kinds"])
 
 
 def test_demo_command_errors_name_the_problem(tmp_path, capsys):

@@ -91,6 +91,12 @@ def test_train_evaluate_predict(trained, tmp_path):
     assert metrics["retrieval"]["frames"] > 0
     assert json.load(open(os.path.join(workdir, "metrics.json")))["windows"] == metrics["windows"]
     assert "| copy last caption |" in open(os.path.join(workdir, "metrics.md")).read()
+    # The grounding head's scores, beside its floors, on the same windows.
+    grounding = metrics["grounding"]
+    assert set(grounding) == {"model", "last frame's entities", "every context entity"}
+    assert grounding["model"]["all"]["true"] == grounding["every context entity"]["all"]["true"]
+    assert grounding["every context entity"]["all"]["recall"] == 1.0
+    assert "### Next frame's entities" in open(os.path.join(workdir, "metrics.md")).read()
 
     # The storyboards draw the scored predictions of each story's first
     # window: the frame and caption that `predict` gives for it.

@@ -1,11 +1,14 @@
 """Scores a trained workdir on a held-out split, beside the floors."""
 
 import json
+import logging
 import os
 
 import keras
 import numpy as np
 
+from kstory.data.entities import entity_probabilities
+from kstory.data.entities import predicted_ids
 from kstory.data.pipeline import load_frames
 from kstory.data.pipeline import make_dataset
 from kstory.data.pipeline import pipeline_options
@@ -13,6 +16,8 @@ from kstory.data.pipeline import shuffle_context
 from kstory.data.sources import load_splits
 from kstory.data.windows import story_windows
 from kstory.evaluation import floors
+from kstory.evaluation.grounding_metrics import entity_scores
+from kstory.evaluation.grounding_metrics import floor_windows
 from kstory.evaluation.image_metrics import image_scores
 from kstory.evaluation.input_reliance import format_input_reliance
 from kstory.evaluation.input_reliance import input_reliance
@@ -30,6 +35,8 @@ from kstory.workdir import load_workdir_config
 from kstory.workdir import load_workdir_model
 
 _MEAN_IMAGE_WINDOWS = 2048
+
+logger = logging.getLogger("kstory.evaluate")
 
 
 def run_model(model, stories, data_config, sampler="greedy", shuffle=None):
@@ -55,7 +62,10 @@ def run_model(model, stories, data_config, sampler="greedy", shuffle=None):
         )
     }
     captions = []
-    options = pipeline_options(data_config)
+    grounding = model.backbone.grounding is not None
+    if grounding:
+        collected.update(entity_logits=[], context_entities=[])
+    options = pipeline_options(data_config, grounding)
     dataset = make_dataset(stories, model.preprocessor, **options)
     if shuffle is not None:
         num_windows = len(
@@ -67,11 +77,15 @@ def run_model(model, stories, data_config, sampler="greedy", shuffle=None):
         inputs = {name: value.numpy() for name, value in inputs.items()}
         # Free-running (never the teacher-forced forward pass, whose frame is
         # drawn from the true next caption); one pass gives the embeddings too.
-        predicted = predict_next(
-            {name: inputs[name] for name in ("images", "token_ids", "padding_mask")}
-        )
+        names = ("images", "token_ids", "padding_mask", "context_entities")
+        predicted = predict_next({name: inputs[name] for name in names if name in inputs})
         for name in ("next_image", "image_embeddings", "text_embeddings", "story_state"):
             collected[name].append(keras.ops.convert_to_numpy(predicted[name]))
+        if grounding:
+            collected["entity_logits"].append(
+                keras.ops.convert_to_numpy(predicted["entity_logits"])
+            )
+            collected["context_entities"].append(inputs["context_entities"])
         collected["last_image"].append(inputs["images"][:, -1])
         collected["target_image"].append(targets["next_image"].numpy())
         captions += model.preprocessor.generate_postprocess(
@@ -95,7 +109,11 @@ def _mean_training_image(train_stories, train_windows, data_config):
     steps = data_config.num_context_steps
     targets = [train_stories[s].images[start + steps] for s, start in train_windows]
     total = 0.0
-    for batch in load_frames(targets[:_MEAN_IMAGE_WINDOWS], data_config.target_image_size):
+    for batch in load_frames(
+        targets[:_MEAN_IMAGE_WINDOWS],
+        data_config.target_image_size,
+        resize=data_config.image_resize,
+    ):
         total = total + batch.astype(np.float64).sum(axis=0)
     return (total / min(len(targets), _MEAN_IMAGE_WINDOWS) / 255.0).astype(np.float32)
 
@@ -206,12 +224,51 @@ def evaluate(workdir, split="test", sampler="greedy", model=None, storyboards=0)
         "input_reliance": input_reliance(reliance_runs),
         "examples": [{"reference": r, "prediction": p} for r, p in examples],
     }
+    _add_grounding(metrics, results, stories, windows, data)
     if storyboards:
         metrics["storyboards"] = _draw_storyboards(
             results, stories, windows, data, storyboards, os.path.join(workdir, STORYBOARDS_DIR)
         )
     _write_metrics(metrics, workdir)
     return metrics
+
+
+def predicted_window_entities(results, slots):
+    """Per window, the ids the grounding head predicts and the kinds it
+    flags as getting a new entity (`predicted_ids`)."""
+    probabilities = entity_probabilities(results["entity_logits"])
+    return [
+        predicted_ids(window_probabilities, context, slots)
+        for window_probabilities, context in zip(probabilities, results["context_entities"])
+    ]
+
+
+def _add_grounding(metrics, results, stories, windows, data):
+    """With a grounding head: each window's predicted entities into
+    `results["entities"]`, and their scores beside the floors into
+    `metrics["grounding"]` (none when the split has no grounding tags)."""
+    if "entity_logits" not in results:
+        return
+    results["entities"] = predicted_window_entities(results, data.entity_slots)
+    if not any(story.entities for story in stories):
+        logger.info("The %s split has no grounding tags: no entity metrics.", metrics["split"])
+        return
+    metrics["grounding"] = _grounding_metrics(
+        results["entities"], stories, windows, data.num_context_steps
+    )
+
+
+def _grounding_metrics(predicted, stories, windows, steps):
+    """Entity scores of the model and of the floors, on the same windows."""
+    floors_windows = floor_windows(stories, windows, steps)
+    model_windows = [
+        dict(window, predicted=set(ids), new_kinds=set(new_kinds))
+        for window, (ids, new_kinds) in zip(floors_windows["every context entity"], predicted)
+    ]
+    return {
+        "model": entity_scores(model_windows),
+        **{name: entity_scores(rows) for name, rows in floors_windows.items()},
+    }
 
 
 def _retrieval_metrics(results, stories, windows, steps):
@@ -251,6 +308,7 @@ def _draw_storyboards(results, stories, windows, data, count, output_dir):
             results["next_image"][row],
             results["captions"][row],
             output_dir,
+            predicted_entities=results["entities"][row] if "entities" in results else None,
         )
         paths.append(saved["storyboard_path"])
     return paths
@@ -265,6 +323,34 @@ def _table(rows, columns):
             + " |"
         )
     return "\n".join(lines)
+
+
+def _grounding_section(grounding):
+    """The entity table's lines (none without grounding metrics)."""
+    if not grounding:
+        return []
+    kinds = [k for k in ("characters", "objects", "backgrounds") if k in grounding["model"]]
+    columns = ["precision", "recall", "F1", *(f"{k} F1" for k in kinds), "new-entity recall"]
+    rows = {
+        name: {
+            "precision": scores["all"]["precision"],
+            "recall": scores["all"]["recall"],
+            "F1": scores["all"]["F1"],
+            **{f"{k} F1": scores[k]["F1"] for k in kinds if k in scores},
+            "new-entity recall": scores["new_entity_recall"],
+        }
+        for name, scores in grounding.items()
+    }
+    model = grounding["model"]
+    return [
+        "### Next frame's entities",
+        f"Micro-averaged over windows: {model['all']['true']} entities of the next frames that "
+        f"the context shows (nameable by id), and {model['new_entities']} that it never "
+        "showed, scored apart as new-entity recall (docs/grounding.md).",
+        "",
+        _table(rows, columns),
+        "",
+    ]
 
 
 def format_metrics(metrics):
@@ -295,6 +381,7 @@ def format_metrics(metrics):
             {"model": retrieval["model"], "chance": retrieval["chance"]}, list(retrieval["model"])
         ),
         "",
+        *_grounding_section(metrics.get("grounding")),
         "### Input reliance",
         "Each window's context images, then its context captions, are replaced by another "
         "window's; an output that uses a modality scores worse without it.",

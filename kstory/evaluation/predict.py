@@ -8,9 +8,15 @@ import keras
 import numpy as np
 from PIL import Image
 
+from kstory.data.entities import entities_line
+from kstory.data.entities import entity_probabilities
+from kstory.data.entities import predicted_ids
+from kstory.data.entities import presence
 from kstory.data.pipeline import load_frame
 from kstory.data.sources import load_splits
 from kstory.data.story import Story
+from kstory.data.story_parser import grounded_entity_ids
+from kstory.data.story_parser import strip_grounding_tags
 from kstory.evaluation.storyboard import draw_storyboard
 from kstory.workdir import DATA_DIR
 from kstory.workdir import PREDICTIONS_DIR
@@ -61,7 +67,9 @@ def story_from_folder(path):
 
     `captions.txt` has one caption per line, one per image. With four images
     and captions the next step is predicted; with five or more the fifth is
-    also shown as the truth.
+    also shown as the truth. Captions may carry grounding tags (`<gdo
+    char1>Anna</gdo> waves.`): the tags are stripped and their ids are the
+    frame's entities.
     """
     images = sorted(
         f for pattern in _IMAGE_PATTERNS for f in glob.glob(os.path.join(path, pattern))
@@ -73,7 +81,15 @@ def story_from_folder(path):
         captions = [line.strip() for line in file if line.strip()]
     if len(images) != len(captions):
         raise ValueError(f"{path} has {len(images)} images but {len(captions)} captions.")
-    return Story(os.path.basename(os.path.normpath(path)), tuple(images), tuple(captions))
+    # Captions may carry StoryReasoning's grounding tags, for the grounding head.
+    entities = tuple(grounded_entity_ids(caption) for caption in captions)
+    texts = tuple(strip_grounding_tags(caption) for caption in captions)
+    return Story(
+        os.path.basename(os.path.normpath(path)),
+        tuple(images),
+        texts,
+        entities if any(entities) else (),
+    )
 
 
 def find_story(config, workdir, story):
@@ -90,7 +106,7 @@ def find_story(config, workdir, story):
     )
 
 
-def predict_context(model, frames, captions, sampler="greedy"):
+def predict_context(model, frames, captions, sampler="greedy", entities=None):
     """The next caption and frame after one story's context, as `kstory
     predict` makes them.
 
@@ -100,26 +116,39 @@ def predict_context(model, frames, captions, sampler="greedy"):
             or RGB arrays, resized as in training.
         captions: their captions, strings.
         sampler: str. The keras-hub sampler for the caption.
+        entities: the context frames' entity ids (tuples of str), or None
+            when the story has no grounding.
 
     Returns:
         dict with `caption` (str), `next_image` float32 `(T, T, 3)` in
-        [0, 1] and `context_images`, the frames as the model saw them.
+        [0, 1] and `context_images`, the frames as the model saw them; with a
+        grounding head, `entities`: `(ids, new_kinds)` predicted for the next
+        frame (`kstory.data.entities.predicted_ids`).
     """
-    images = [load_frame(frame, model.backbone.image_size) for frame in frames]
+    backbone = model.backbone
+    images = [load_frame(frame, backbone.image_size, backbone.image_resize) for frame in frames]
     text = model.preprocessor([list(captions)])
     inputs = {
         "images": np.stack(images)[None],
         "token_ids": text["token_ids"].numpy(),
         "padding_mask": text["padding_mask"].numpy(),
     }
+    if backbone.grounding is not None:
+        entities = entities or [()] * len(frames)
+        context = np.stack([presence(ids, backbone.entity_slots) for ids in entities])
+        inputs["context_entities"] = context.astype(np.int32)[None]
     outputs = keras.tree.map_structure(
         keras.ops.convert_to_numpy, predict_next_function(model, sampler)(inputs)
     )
-    return {
+    result = {
         "caption": model.preprocessor.generate_postprocess(outputs["next_token_ids"])[0],
         "next_image": outputs["next_image"][0],
         "context_images": images,
     }
+    if backbone.grounding is not None:
+        probabilities = entity_probabilities(outputs["entity_logits"][0])
+        result["entities"] = predicted_ids(probabilities, context, backbone.entity_slots)
+    return result
 
 
 def predict(workdir, story, start=0, sampler="greedy", output_dir=None, model=None):
@@ -152,7 +181,13 @@ def predict(workdir, story, start=0, sampler="greedy", output_dir=None, model=No
         )
     model = model or load_workdir_model(workdir)
     context = slice(start, start + steps)
-    predicted = predict_context(model, story.images[context], story.texts[context], sampler)
+    predicted = predict_context(
+        model,
+        story.images[context],
+        story.texts[context],
+        sampler,
+        story.entities[context] if story.entities else None,
+    )
     return save_prediction(
         story,
         start,
@@ -161,10 +196,20 @@ def predict(workdir, story, start=0, sampler="greedy", output_dir=None, model=No
         predicted["caption"],
         output_dir or os.path.join(workdir, PREDICTIONS_DIR),
         predicted["context_images"],
+        predicted.get("entities"),
     )
 
 
-def save_prediction(story, start, data, predicted_image, caption, output_dir, context_images=None):
+def save_prediction(
+    story,
+    start,
+    data,
+    predicted_image,
+    caption,
+    output_dir,
+    context_images=None,
+    predicted_entities=None,
+):
     """Writes `<story>_next.png` and `<story>_storyboard.png` of one prediction.
 
     Args:
@@ -175,14 +220,18 @@ def save_prediction(story, start, data, predicted_image, caption, output_dir, co
         caption: str. The predicted caption.
         output_dir: str. Where the images go.
         context_images: the decoded context frames, or None to decode them.
+        predicted_entities: `(ids, new_kinds)` from the grounding head, or
+            None; listed on the storyboard beside the true entities.
 
     Returns:
-        dict with `caption`, `image_path` and `storyboard_path`.
+        dict with `caption`, `image_path` and `storyboard_path`, and
+        `entities` (the predicted ids) with `predicted_entities`.
     """
     steps = data.num_context_steps
     if context_images is None:
         context_images = [
-            load_frame(story.images[start + i], data.image_size) for i in range(steps)
+            load_frame(story.images[start + i], data.image_size, data.image_resize)
+            for i in range(steps)
         ]
     has_truth = story.num_frames > start + steps
     os.makedirs(output_dir, exist_ok=True)
@@ -196,9 +245,21 @@ def save_prediction(story, start, data, predicted_image, caption, output_dir, co
         list(story.texts[start : start + steps]),
         predicted_image,
         caption,
-        load_frame(story.images[start + steps], data.target_image_size) if has_truth else None,
+        (
+            load_frame(story.images[start + steps], data.target_image_size, data.image_resize)
+            if has_truth
+            else None
+        ),
         story.texts[start + steps] if has_truth else None,
         path=storyboard_path,
         title=f"story {story.story_id}, frames {start + 1}-{start + steps}",
+        predicted_entities=None
+        if predicted_entities is None
+        else entities_line(*predicted_entities),
+        true_entities=story.entities[start + steps] if has_truth and story.entities else None,
     )
-    return {"caption": caption, "image_path": image_path, "storyboard_path": storyboard_path}
+    saved = {"caption": caption, "image_path": image_path, "storyboard_path": storyboard_path}
+    if predicted_entities is not None:
+        saved["entities"] = list(predicted_entities[0])
+        saved["new_entity_kinds"] = list(predicted_entities[1])
+    return saved

@@ -29,6 +29,9 @@ def headline_scores(metrics):
     }
     scores["caption drop, images shuffled"] = reliance_drop(metrics, "caption", "images")
     scores["image drop, captions shuffled"] = reliance_drop(metrics, "next image", "captions")
+    if "grounding" in metrics:
+        scores["entity F1"] = metrics["grounding"]["model"]["all"]["F1"]
+        scores["new-entity recall"] = metrics["grounding"]["model"]["new_entity_recall"]
     return scores
 
 
@@ -90,4 +93,11 @@ def format_seed_spread(results):
         "",
         f"Retrieval chance R@1: {first['retrieval']['chance']['image_to_text_R@1']:.4f}.",
     ]
+    if "grounding" in first:
+        floors = {k: v for k, v in first["grounding"].items() if k != "model"}
+        lines.append(
+            "Entity F1 floors: "
+            + "; ".join(f"{name} {scores['all']['F1']:.4f}" for name, scores in floors.items())
+            + "."
+        )
     return "\n".join(lines) + "\n"

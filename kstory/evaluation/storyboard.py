@@ -8,7 +8,8 @@ from PIL import ImageDraw
 from PIL import ImageFont
 
 _PANEL = 160
-_TEXT_HEIGHT = 170
+_TEXT_HEIGHT = 200
+_CAPTION_LINES = 11
 
 
 def _font(size=12):
@@ -34,8 +35,13 @@ def draw_storyboard(
     true_caption=None,
     path=None,
     title=None,
+    predicted_entities=None,
+    true_entities=None,
 ):
     """Draws context frames with captions, then prediction and (optionally) truth.
+
+    With grounding, the entities predicted for the next frame and its true
+    ones are listed under their captions.
 
     Args:
         context_images: list of `(H, W, 3)` arrays, uint8 or floats in [0, 1].
@@ -46,17 +52,24 @@ def draw_storyboard(
         true_caption: str or None.
         path: str. Where to save the PNG; the image is returned either way.
         title: str. A line above the panels.
+        predicted_entities: the grounding head's prediction as one line
+            (`kstory.data.entities.entities_line`), or None.
+        true_entities: the true next frame's entity ids, or None.
 
     Returns:
         A `PIL.Image`.
     """
     panels = [
-        (image, caption, f"frame {i + 1}")
+        (image, caption, f"frame {i + 1}", None)
         for i, (image, caption) in enumerate(zip(context_images, context_captions))
     ]
-    panels.append((predicted_image, predicted_caption, "predicted next"))
+    predicted_line = None
+    if predicted_entities is not None:
+        predicted_line = predicted_entities or "none"
+    panels.append((predicted_image, predicted_caption, "predicted next", predicted_line))
     if true_image is not None:
-        panels.append((true_image, true_caption or "", "true next"))
+        true_line = None if true_entities is None else " ".join(true_entities) or "none"
+        panels.append((true_image, true_caption or "", "true next", true_line))
     header = 24 if title else 0
     width = len(panels) * (_PANEL + 10) + 10
     board = Image.new("RGB", (width, header + _PANEL + _TEXT_HEIGHT + 30), "white")
@@ -64,7 +77,7 @@ def draw_storyboard(
     font = _font()
     if title:
         draw.text((10, 6), title, fill="black", font=font)
-    for index, (image, caption, label) in enumerate(panels):
+    for index, (image, caption, label, entities) in enumerate(panels):
         x = 10 + index * (_PANEL + 10)
         colour = {"predicted next": "#c0392b", "true next": "#27ae60"}.get(label, "black")
         draw.text((x, header + 4), label, fill=colour, font=font)
@@ -73,8 +86,12 @@ def draw_storyboard(
             draw.rectangle(
                 (x - 2, header + 20, x + _PANEL + 1, header + _PANEL + 23), outline=colour, width=2
             )
-        lines = textwrap.wrap(caption, width=26)[:11]
+        lines = textwrap.wrap(caption, width=26)[:_CAPTION_LINES]
         draw.multiline_text((x, header + _PANEL + 28), "\n".join(lines), fill="black", font=font)
+        if entities is not None:
+            wrapped = "\n".join(textwrap.wrap(f"entities: {entities}", width=26)[:2])
+            y = header + _PANEL + 28 + _CAPTION_LINES * 15
+            draw.multiline_text((x, y), wrapped, fill=colour, font=font)
     if path:
         board.save(path)
     return board

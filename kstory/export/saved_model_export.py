@@ -7,6 +7,9 @@ import tempfile
 
 import keras
 
+from kstory.data.entities import ENTITY_KINDS
+from kstory.data.entities import num_entity_slots
+from kstory.data.entities import slot_names
 from kstory.export.backend_subprocess import run_under_backend
 from kstory.export.serving_files import VOCABULARY_FILE
 from kstory.export.serving_files import write_serving_files
@@ -32,6 +35,11 @@ def _tensor_specs(model):
         "frames": tf.TensorSpec((None, size, size, 3), tf.uint8, name="images"),
         "caption_token_ids": tf.TensorSpec((None, length), tf.int32, name="token_ids"),
         "caption_padding_mask": tf.TensorSpec((None, length), tf.int32, name="padding_mask"),
+        "context_entities": tf.TensorSpec(
+            (None, steps, num_entity_slots(backbone.entity_slots)),
+            tf.int32,
+            name="context_entities",
+        ),
     }
 
 
@@ -84,6 +92,56 @@ def caption_text(tokenizer, token_ids):
     return tokenizer.detokenize(tf.ragged.boolean_mask(token_ids, words))
 
 
+def entity_presence(entities, slots):
+    """Entity-id strings -> slot presence, in TensorFlow ops.
+
+    `kstory.data.entities.presence` in the graph: each string holds one
+    frame's ids separated by spaces (`"char1 obj2 bg1"`); ids with no slot
+    (another kind, a number above `slots`) are left out.
+
+    Args:
+        entities: string tensor `(batch, steps)`.
+        slots: int. Slots per kind.
+
+    Returns:
+        int32 `(batch, steps, num_slots)`.
+    """
+    import tensorflow as tf
+
+    shape = tf.shape(entities)
+    ids = tf.strings.split(tf.reshape(entities, [-1]))
+    values = ids.flat_values
+    well_formed = tf.strings.regex_full_match(values, "(char|obj|bg)[1-9][0-9]{0,5}")
+    digits = tf.strings.regex_replace(values, "^[a-z]+", "")
+    numbers = tf.strings.to_number(tf.where(well_formed, digits, "0"), tf.int32)
+    kinds = tf.strings.regex_replace(values, "[0-9]+$", "")
+    kind_index = tf.zeros_like(numbers)
+    for index, kind in enumerate(ENTITY_KINDS):
+        kind_index += tf.where(tf.equal(kinds, kind), index, 0)
+    valid = well_formed & (numbers <= slots)
+    slot = tf.boolean_mask(kind_index * slots + numbers - 1, valid)
+    rows = tf.boolean_mask(ids.value_rowids(), valid)
+    num_slots = num_entity_slots(slots)
+    flat = tf.scatter_nd(
+        tf.stack([rows, tf.cast(slot, tf.int64)], axis=1),
+        tf.ones_like(slot),
+        tf.cast(tf.stack([ids.nrows(), num_slots]), tf.int64),
+    )
+    return tf.reshape(tf.minimum(flat, 1), [shape[0], shape[1], num_slots])
+
+
+def entity_text(probabilities, slots):
+    """The grounding head's probabilities -> one line of ids per story, in
+    TensorFlow ops (`kstory.data.entities.entities_line` of `predicted_ids`:
+    masked slots have probability 0)."""
+    import tensorflow as tf
+
+    names = [name if " " not in name else f"+{name}" for name in slot_names(slots)]
+    chosen = probabilities > 0.5
+    named = tf.broadcast_to(tf.constant(names), tf.shape(probabilities))
+    return tf.strings.reduce_join(tf.ragged.boolean_mask(named, chosen), axis=1, separator=" ")
+
+
 def _raw_serving_function(model, serve_tensors):
     """`serving_default`: encoded frames and caption strings in, a caption and
     a frame out, every step in the graph.
@@ -99,33 +157,48 @@ def _raw_serving_function(model, serve_tensors):
 
     backbone, preprocessor = model.backbone, model.preprocessor
     steps, size = backbone.num_context_steps, backbone.image_size
+    resize = backbone.image_resize
+    grounding = backbone.grounding is not None
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec((None, steps), tf.string, name="images"),
-            tf.TensorSpec((None, steps), tf.string, name="captions"),
-        ]
-    )
-    def serving_default(images, captions):
+    def serve(images, captions, entities=None):
         frames = tf.map_fn(
-            lambda encoded: decode_frame(encoded, size),
+            lambda encoded: decode_frame(encoded, size, resize),
             tf.reshape(images, [-1]),
             fn_output_signature=tf.TensorSpec((size, size, 3), tf.uint8),
         )
         text = preprocessor(captions)
-        outputs = serve_tensors(
-            images=tf.reshape(frames, [-1, steps, size, size, 3]),
-            token_ids=text["token_ids"],
-            padding_mask=tf.cast(text["padding_mask"], tf.int32),
-        )
+        tensors = {
+            "images": tf.reshape(frames, [-1, steps, size, size, 3]),
+            "token_ids": text["token_ids"],
+            "padding_mask": tf.cast(text["padding_mask"], tf.int32),
+        }
+        if grounding:
+            tensors["context_entities"] = entity_presence(entities, backbone.entity_slots)
+        outputs = serve_tensors(**tensors)
         image = tf.clip_by_value(tf.cast(outputs["next_image"], tf.float32), 0.0, 1.0)
         image = tf.cast(tf.round(image * 255.0), tf.uint8)
-        return {
+        served = {
             "caption": caption_text(preprocessor.tokenizer, outputs["next_token_ids"]),
             "next_image": image,
             "next_image_png": tf.map_fn(tf.io.encode_png, image, fn_output_signature=tf.string),
         }
+        if grounding:
+            probabilities = tf.sigmoid(tf.cast(outputs["entity_logits"], tf.float32))
+            served["entity_probabilities"] = probabilities
+            served["entities"] = entity_text(probabilities, backbone.entity_slots)
+        return served
 
+    signature = [
+        tf.TensorSpec((None, steps), tf.string, name="images"),
+        tf.TensorSpec((None, steps), tf.string, name="captions"),
+    ]
+    if grounding:
+        signature.append(tf.TensorSpec((None, steps), tf.string, name="entities"))
+        serving_default = tf.function(serve, input_signature=signature)
+    else:
+        serving_default = tf.function(
+            lambda images, captions: serve(images, captions), input_signature=signature
+        )
     serving_default.get_concrete_function()
     return serving_default
 
@@ -139,13 +212,22 @@ def _write_saved_model(model, path, verbose):
         archive = keras.export.ExportArchive()
         archive.track(model)
 
-        def serve_tensors(images, token_ids, padding_mask):
-            return model.predict_next(
-                {"images": images, "token_ids": token_ids, "padding_mask": padding_mask}
-            )
+        names = ["images", "token_ids", "padding_mask"]
+        if backbone.grounding is not None:
+            names.append("context_entities")
+
+            def serve_tensors(images, token_ids, padding_mask, context_entities):
+                return model.predict_next(
+                    dict(zip(names, (images, token_ids, padding_mask, context_entities)))
+                )
+
+        else:
+
+            def serve_tensors(images, token_ids, padding_mask):
+                return model.predict_next(dict(zip(names, (images, token_ids, padding_mask))))
 
         # `serving_default` calls the traced `serve_tensors`.
-        raw_inputs = [specs[name] for name in ("images", "token_ids", "padding_mask")]
+        raw_inputs = [specs[name] for name in names]
         traced = archive.add_endpoint("serve_tensors", serve_tensors, input_signature=raw_inputs)
         archive.add_endpoint("serving_default", _raw_serving_function(model, traced))
         archive.add_endpoint(
@@ -180,10 +262,17 @@ def export_saved_model(model, path, verbose=False):
       `(batch, T, T, 3)` and `next_image_png` string `(batch,)`. Decoding,
       resizing, tokenisation, greedy generation and detokenisation run in the
       graph (it needs `import tensorflow_text` to load); bad bytes fail that
-      call with TensorFlow's "Unknown image file format" error.
+      call with TensorFlow's "Unknown image file format" error. With a
+      grounding head it also takes `entities` string `(batch, steps)`, each
+      context frame's entity ids separated by spaces (`"char1 obj2 bg1"`;
+      empty when unknown), and returns `entity_probabilities` float32
+      `(batch, num_slots + kinds)` and `entities` string `(batch,)`, the
+      ids predicted in the next frame (`"obj1 bg2 +new obj"`).
     - `serve_tensors`: `images` uint8 `(batch, steps, size, size, 3)`,
       `token_ids` and `padding_mask` int32 `(batch, steps, length)` ->
-      `next_image` float32 in [0, 1] and `next_token_ids` int32.
+      `next_image` float32 in [0, 1] and `next_token_ids` int32; with a
+      grounding head, `context_entities` int32 `(batch, steps, num_slots)`
+      in, `entity_logits` out.
     - `embed_images`: `images` uint8 `(batch, size, size, 3)` ->
       `image_embedding`; `embed_texts`: one caption's `token_ids` /
       `padding_mask` `(batch, length)` -> `text_embedding`. For retrieval.

@@ -5,8 +5,12 @@ import os
 import keras
 import numpy as np
 
+from kstory.data.entities import entities_line
+from kstory.data.entities import entity_probabilities
+from kstory.data.entities import predicted_ids
 from kstory.data.sources import load_splits
 from kstory.data.windows import story_windows
+from kstory.export.onnx_export import GRAPHS
 from kstory.export.onnx_export import MANIFEST_FILE
 from kstory.export.onnx_export import onnx_graph_functions
 from kstory.export.onnx_export import run_onnx
@@ -28,8 +32,9 @@ def _workdir_of(export_dir):
     return workdir
 
 
-def held_out_windows(workdir, split="test", num_windows=8):
-    """Raw frames and captions of the first windows of a held-out split."""
+def held_out_windows(workdir, split="test", num_windows=8, entities=False):
+    """Raw frames and captions of the first windows of a held-out split; with
+    `entities`, their context frames' entity ids too (empty without grounding)."""
     config = load_workdir_config(workdir)
     splits, _ = load_splits(config.data, os.path.join(workdir, DATA_DIR))
     stories = splits[split]
@@ -39,6 +44,14 @@ def held_out_windows(workdir, split="test", num_windows=8):
         raise ValueError(f"The {split} split of {workdir} has no {steps + 1}-frame window.")
     frames = [list(stories[s].images[f : f + steps]) for s, f in windows]
     captions = [list(stories[s].texts[f : f + steps]) for s, f in windows]
+    if entities:
+        ids = [
+            [list(ids) for ids in stories[s].entities[f : f + steps]]
+            if stories[s].entities
+            else [[] for _ in range(steps)]
+            for s, f in windows
+        ]
+        return frames, captions, ids
     return frames, captions
 
 
@@ -72,11 +85,38 @@ def _exact(name, served, expected):
     }
 
 
+def _grounding_checks(model, inputs, expected, outputs, raw_outputs, atol):
+    """The grounding head's outputs, tensor and raw; none without a head."""
+    if "entity_logits" not in expected:
+        return []
+    probabilities = entity_probabilities(expected["entity_logits"])
+    slots = model.backbone.entity_slots
+    lines = [
+        entities_line(*predicted_ids(p, context, slots))
+        for p, context in zip(probabilities, inputs["context_entities"])
+    ]
+    return [
+        # As probabilities: masked slots' logits are -1e9 (equal in both).
+        _difference(
+            "serve_tensors/entity_logits (sigmoid)",
+            entity_probabilities(outputs["entity_logits"]),
+            probabilities,
+            atol,
+        ),
+        _exact(
+            "serving_default/entities",
+            np.array(raw_outputs["entities"])[:, None],
+            np.array(lines)[:, None],
+        ),
+    ]
+
+
 def _check_saved_model(export_dir, model, inputs, raw, atol):
     served = SavedStoryModel(export_dir)
     expected = keras.tree.map_structure(keras.ops.convert_to_numpy, model.predict_next(inputs))
     outputs = served.serve(inputs)
     raw_outputs = served.predict(*raw)
+    grounding_checks = _grounding_checks(model, inputs, expected, outputs, raw_outputs, atol)
     # `serving_default` returns the frame as uint8: rounding moves it by up to
     # half a level.
     rounded = 0.5 / 255 + atol
@@ -115,6 +155,7 @@ def _check_saved_model(export_dir, model, inputs, raw, atol):
             ),
             atol,
         ),
+        *grounding_checks,
     ]
 
 
@@ -131,6 +172,8 @@ def _check_onnx(export_dir, model, inputs, atol):
     }
     checks = []
     for graph, arguments in graph_inputs.items():
+        # The graph's own inputs, in order (not the grounding head's).
+        arguments = {name: arguments[name] for name in GRAPHS[graph][0]}
         served = run_onnx(export_dir, graph, arguments)
         expected = functions[graph](*arguments.values())
         expected = expected if isinstance(expected, tuple) else (expected,)
@@ -167,15 +210,15 @@ def serve_check(export_dir, workdir=None, split="test", num_windows=8, atol=1e-5
     """
     workdir = workdir or _workdir_of(export_dir)
     preprocessor = StoryServingPreprocessor(export_dir)
-    frames, captions = held_out_windows(workdir, split, num_windows)
-    inputs = preprocessor.prepare(frames, captions)
+    frames, captions, entities = held_out_windows(workdir, split, num_windows, entities=True)
+    inputs = preprocessor.prepare(frames, captions, entities)
     model = load_workdir_model(workdir)
     if os.path.exists(os.path.join(export_dir, MANIFEST_FILE)):
         export_format, checks = "onnx", _check_onnx(export_dir, model, inputs, atol)
     else:
         export_format, checks = (
             "tf_saved_model",
-            _check_saved_model(export_dir, model, inputs, (frames, captions), atol),
+            _check_saved_model(export_dir, model, inputs, (frames, captions, entities), atol),
         )
     return {
         "format": export_format,

@@ -10,9 +10,12 @@ import os
 import numpy as np
 from PIL import Image
 
+from kstory.data.entities import entities_line
 from kstory.data.image_check import image_problem
 from kstory.data.pipeline import load_frame
 from kstory.data.sources import load_splits
+from kstory.data.story_parser import grounded_entity_ids
+from kstory.data.story_parser import strip_grounding_tags
 from kstory.evaluation.storyboard import draw_storyboard
 from kstory.workdir import DATA_DIR
 from kstory.workdir import load_workdir_config
@@ -102,11 +105,13 @@ class KerasPredictor:
         self.model = load_workdir_model(workdir)
         self.description = f"the Keras model of {workdir}"
 
-    def predict(self, frames, captions, sampler):
+    def predict(self, frames, captions, sampler, entities=None):
+        """`(caption, next frame uint8, predicted entities line or None)`."""
         from kstory.evaluation.predict import predict_context
 
-        predicted = predict_context(self.model, frames, captions, sampler)
-        return predicted["caption"], _to_uint8(predicted["next_image"])
+        predicted = predict_context(self.model, frames, captions, sampler, entities)
+        line = entities_line(*predicted["entities"]) if "entities" in predicted else None
+        return predicted["caption"], _to_uint8(predicted["next_image"]), line
 
     def embed_images(self, images):
         from keras import ops
@@ -135,11 +140,11 @@ class ExportPredictor:
         self.served = SavedStoryModel(export_dir)
         self.description = f"the SavedModel {export_dir} (greedy decoding)"
 
-    def predict(self, frames, captions, sampler):
-        if sampler not in self.samplers:
-            raise UploadError(f"The export decodes greedily; sampler {sampler!r} needs the run.")
-        result = self.served.predict(list(frames), list(captions))
-        return result["captions"][0], result["next_images"][0]
+    def predict(self, frames, captions, sampler, entities=None):
+        """`(caption, next frame uint8, predicted entities line or None)`."""
+        result = self.served.predict(list(frames), list(captions), entities)
+        line = result["entities"][0] if "entities" in result else None
+        return result["captions"][0], result["next_images"][0], line
 
     def embed_images(self, images):
         return self.served.embed_images(list(images))
@@ -218,44 +223,58 @@ class DemoEngine:
             "captions": list(story.texts[:steps]),
             "true_frame": story.images[steps],
             "true_caption": story.texts[steps],
+            "entities": [list(ids) for ids in story.entities[:steps]] if story.entities else None,
+            "true_entities": list(story.entities[steps]) if story.entities else None,
         }
 
     def nearest_captions(self, image, k=5):
         """Training captions nearest to a frame, by contrastive cosine similarity."""
-        frame = load_frame(_to_uint8(image), self.data.image_size)
+        frame = load_frame(_to_uint8(image), self.data.image_size, self.data.image_resize)
         query = _unit_rows(self.predictor.embed_images(frame[None]))[0]
         similarity = self.caption_vectors @ query
         order = np.argsort(-similarity, kind="stable")[:k]
         return [(self.captions[i], float(similarity[i])) for i in order]
 
-    def predict(self, frames, captions, sampler="greedy", truth=None):
+    def predict(self, frames, captions, sampler="greedy", truth=None, entities=None):
         """The page's outputs for one context.
 
         Args:
             frames: `num_steps` frames: encoded bytes or file paths.
-            captions: `num_steps` strings.
+            captions: `num_steps` strings. A caption of one's own may carry
+                grounding tags (`<gdo obj1>the red circle</gdo> falls`): they
+                are stripped, and their ids are the frame's entities.
             sampler: one of the predictor's `samplers`.
-            truth: `(frame, caption)` of the true next step, or None.
+            truth: `(frame, caption)` or `(frame, caption, entity ids)` of
+                the true next step, or None.
+            entities: each context frame's entity ids (a held-out story's),
+                or None to read them from the captions' tags.
 
         Returns:
             dict with `caption`, `next_image` (uint8, the run's target size),
-            `true_image` (or None), `storyboard` (`PIL.Image`) and `nearest`
-            (list of `(caption, cosine)`).
+            `true_image` (or None), `storyboard` (`PIL.Image`), `nearest`
+            (list of `(caption, cosine)`) and `entities`, the line of
+            predicted ids (None for a model without a grounding head).
         """
         if sampler not in self.predictor.samplers:
             raise UploadError(
                 f"Sampler {sampler!r} is not one of {', '.join(self.predictor.samplers)}."
             )
-        caption, next_image = self.predictor.predict(frames, captions, sampler)
-        size = self.data.target_image_size
-        true_image = load_frame(truth[0], size) if truth else None
+        if entities is None:
+            entities = [list(grounded_entity_ids(caption)) for caption in captions]
+            captions = [strip_grounding_tags(caption) for caption in captions]
+        caption, next_image, line = self.predictor.predict(frames, captions, sampler, entities)
+        size, resize = self.data.target_image_size, self.data.image_resize
+        true_image = load_frame(truth[0], size, resize) if truth else None
+        true_entities = truth[2] if truth and len(truth) > 2 else None
         storyboard = draw_storyboard(
-            [load_frame(frame, self.data.image_size) for frame in frames],
+            [load_frame(frame, self.data.image_size, resize) for frame in frames],
             list(captions),
             next_image.astype(np.float32) / 255,
             caption,
             true_image,
             truth[1] if truth else None,
+            predicted_entities=line,
+            true_entities=true_entities,
         )
         return {
             "caption": caption,
@@ -263,4 +282,5 @@ class DemoEngine:
             "true_image": true_image,
             "storyboard": storyboard,
             "nearest": self.nearest_captions(next_image),
+            "entities": line,
         }

@@ -42,7 +42,7 @@ def _thumbnail(engine, index):
     from kstory.data.pipeline import load_frame
 
     story = engine.story(index)
-    frames = [load_frame(frame, 96) for frame in story["frames"]]
+    frames = [load_frame(frame, 96, engine.data.image_resize) for frame in story["frames"]]
     side = int(np.ceil(np.sqrt(len(frames))))
     frames += [np.full_like(frames[0], 255)] * (side * side - len(frames))
     rows = [np.concatenate(frames[i : i + side], axis=1) for i in range(0, len(frames), side)]
@@ -88,22 +88,26 @@ class _DemoHandlers:
         # file record, so that a file that is not an image reaches the checks.
         frames = [(frame or {}).get("path") for frame in inputs[:steps]]
         captions = [caption or "" for caption in inputs[steps:]]
-        truth = None
+        truth = entities = None
         if story_id:
             story = self._story(story_id)
-            truth = (story["true_frame"], story["true_caption"])
+            truth = (story["true_frame"], story["true_caption"], story["true_entities"])
+            entities = story["entities"]
         try:
             check_story_inputs(frames, captions, steps)
-            result = self.engine.predict(frames, captions, sampler, truth)
+            result = self.engine.predict(frames, captions, sampler, truth, entities)
         except UploadError as error:
             raise gr.Error(str(error), print_exception=False)
         nearest = [[caption, round(score, 3)] for caption, score in result["nearest"]]
         true_caption = truth[1] if truth else ""
+        true_entities = " ".join(truth[2]) if truth and truth[2] is not None else ""
         return (
             *(result[name] for name in ("next_image", "caption", "true_image")),
             true_caption,
             result["storyboard"],
             nearest,
+            result["entities"] or "",
+            true_entities,
         )
 
     def named_predict(self):
@@ -166,7 +170,22 @@ def _outputs(gr):
         label="Training captions nearest to the predicted frame (contrastive embedding)",
         elem_id="nearest",
     )
-    return [predicted_image, predicted_caption, true_image, true_caption, storyboard, nearest]
+    with gr.Row():
+        predicted_entities = gr.Textbox(
+            label="Predicted entities in the next frame (grounding head; +new: a newcomer)",
+            elem_id="predicted-entities",
+        )
+        true_entities = gr.Textbox(label="True entities", elem_id="true-entities")
+    return [
+        predicted_image,
+        predicted_caption,
+        true_image,
+        true_caption,
+        storyboard,
+        nearest,
+        predicted_entities,
+        true_entities,
+    ]
 
 
 def build_demo(engine):
@@ -176,7 +195,10 @@ def build_demo(engine):
     returns it (the id, its frames and its captions); `/predict` takes the
     story id (`""` for a story of one's own), the sampler, the frames and the
     captions, and returns the predicted frame and caption, the true ones, the
-    storyboard and the nearest training captions.
+    storyboard, the nearest training captions, and the predicted and true
+    entities of the next frame (empty without a grounding head). A caption of
+    one's own may carry grounding tags (`<gdo obj1>...</gdo>`), which name its
+    frame's entities.
 
     Returns:
         A `gradio.Blocks`, not launched.

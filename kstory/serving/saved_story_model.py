@@ -5,6 +5,7 @@ import numpy as np
 from kstory.data.pipeline import frame_array
 from kstory.data.pipeline import read_image
 from kstory.serving.story_serving_preprocessor import StoryServingPreprocessor
+from kstory.serving.story_serving_preprocessor import entities_batch
 from kstory.serving.story_serving_preprocessor import stories_batch
 
 
@@ -49,6 +50,7 @@ class SavedStoryModel:
         self.saved_model = tf.saved_model.load(export_dir)
         raw_inputs = self.saved_model.signatures["serving_default"].structured_input_signature
         self.num_context_steps = raw_inputs[1]["images"].shape[1]
+        self.grounding = "entities" in raw_inputs[1]
         self._preprocessor = None
 
     @property
@@ -68,7 +70,7 @@ class SavedStoryModel:
         outputs = self.saved_model.signatures["serve_tensors"](**inputs)
         return {name: value.numpy() for name, value in outputs.items()}
 
-    def predict(self, frames, captions):
+    def predict(self, frames, captions, entities=None):
         """Predicts the next frame and caption of one story or a batch.
 
         Args:
@@ -77,21 +79,35 @@ class SavedStoryModel:
                 array (uint8, or floats in 0-255, rounded).
             captions: the matching captions: `num_context_steps` strings, or a
                 list of such lists.
+            entities: with a grounding head, each context frame's entity ids
+                (a list of ids per frame, per story), or None when unknown.
 
         Returns:
             dict with `captions` (list of str), `next_images` uint8
-            `(batch, T, T, 3)` and `next_images_png` (list of PNG bytes).
+            `(batch, T, T, 3)` and `next_images_png` (list of PNG bytes);
+            with a grounding head, `entities` (one line of predicted ids per
+            story) and `entity_probabilities`.
         """
         frames, captions = stories_batch(frames, captions, self.num_context_steps)
-        outputs = self.saved_model.signatures["serving_default"](
-            images=np.array([[_encoded(frame) for frame in story] for story in frames], object),
-            captions=np.array(captions, object),
-        )
-        return {
+        inputs = {
+            "images": np.array([[_encoded(frame) for frame in story] for story in frames], object),
+            "captions": np.array(captions, object),
+        }
+        if self.grounding:
+            entities = entities_batch(entities, len(captions), self.num_context_steps)
+            inputs["entities"] = np.array(
+                [[" ".join(frame) for frame in story] for story in entities], object
+            )
+        outputs = self.saved_model.signatures["serving_default"](**inputs)
+        result = {
             "captions": [caption.decode("utf-8") for caption in outputs["caption"].numpy()],
             "next_images": outputs["next_image"].numpy(),
             "next_images_png": list(outputs["next_image_png"].numpy()),
         }
+        if self.grounding:
+            result["entities"] = [line.decode("utf-8") for line in outputs["entities"].numpy()]
+            result["entity_probabilities"] = outputs["entity_probabilities"].numpy()
+        return result
 
     def embed_images(self, frames):
         """Frames -> image embeddings `(len(frames), embedding_dim)`."""

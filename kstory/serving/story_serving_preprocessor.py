@@ -6,6 +6,8 @@ import os
 import keras
 import numpy as np
 
+from kstory.data.entities import num_entity_slots
+from kstory.data.entities import presence
 from kstory.data.pipeline import load_frame
 from kstory.data.story_text_preprocessor import StoryTextPreprocessor
 from kstory.export.serving_files import PREPROCESSOR_FILE
@@ -31,7 +33,7 @@ def _serving_dtype(name, value):
         if value.dtype == np.uint8:
             return value
         hint = "uint8, 0-255 (round float frames first)"
-    elif kind in "iu" or (name == "padding_mask" and kind == "b"):
+    elif kind in "iu" or (name in ("padding_mask", "context_entities") and kind == "b"):
         return value.astype("int32")
     else:
         hint = "integers" if name == "token_ids" else "integers or booleans"
@@ -55,6 +57,31 @@ def stories_batch(frames, captions, num_context_steps):
                 f"captions; the model takes {num_context_steps} of each."
             )
     return frames, captions
+
+
+def entities_batch(entities, batch_size, num_context_steps):
+    """Context entity ids as a batch: a list per story of an id list per frame.
+
+    Args:
+        entities: one story's id lists, a batch of them, or None (no
+            grounding known: every frame empty).
+        batch_size: int. Stories in the batch.
+        num_context_steps: int.
+    """
+    if entities is None:
+        return [[()] * num_context_steps for _ in range(batch_size)]
+    entities = list(entities)
+    if (
+        not entities
+        or not isinstance(entities[0], (list, tuple))
+        or not all(isinstance(frame, (list, tuple)) for frame in entities[0])
+    ):
+        entities = [entities]  # One story's.
+    if len(entities) != batch_size or any(len(story) != num_context_steps for story in entities):
+        raise ValueError(
+            f"entities must hold {num_context_steps} id lists per story, for {batch_size} stories."
+        )
+    return entities
 
 
 class StoryServingPreprocessor:
@@ -88,10 +115,14 @@ class StoryServingPreprocessor:
         self.text_preprocessor.tokenizer.load_assets(directory)
         self.num_context_steps = self.metadata["num_context_steps"]
         self.image_size = self.metadata["image_size"]
+        # Exports written before these existed squash and have no grounding.
+        self.image_resize = self.metadata.get("image_resize", "squash")
+        self.grounding = self.metadata.get("grounding_head", False)
+        self.entity_slots = self.metadata.get("entity_slots", 0)
 
     def prepare_images(self, frames):
         """Frames (bytes, paths or RGB arrays) -> uint8 `(len(frames), size, size, 3)`."""
-        return np.stack([load_frame(frame, self.image_size) for frame in frames])
+        return np.stack([load_frame(frame, self.image_size, self.image_resize) for frame in frames])
 
     def prepare_texts(self, captions):
         """Captions -> int32 `token_ids` and `padding_mask`, `(len(captions), length)`."""
@@ -103,7 +134,15 @@ class StoryServingPreprocessor:
             "padding_mask": np.asarray(packed["padding_mask"], "int32"),
         }
 
-    def prepare(self, frames, captions):
+    def prepare_entities(self, entities, batch_size):
+        """Each context frame's entity ids -> int32 `context_entities`
+        `(batch, steps, num_slots)` (see `entities_batch`)."""
+        entities = entities_batch(entities, batch_size, self.num_context_steps)
+        return np.array(
+            [[presence(ids, self.entity_slots) for ids in story] for story in entities], "int32"
+        )
+
+    def prepare(self, frames, captions, entities=None):
         """One story's context, or a batch of them, as `serve_tensors` inputs.
 
         Args:
@@ -112,30 +151,40 @@ class StoryServingPreprocessor:
                 array.
             captions: the matching captions: `num_context_steps` strings, or a
                 list of such lists.
+            entities: for an export with a grounding head, each context
+                frame's entity ids (`["obj1", "bg1"]` per frame, per story),
+                or None when unknown.
 
         Returns:
             dict of numpy arrays: `images` uint8 `(batch, steps, size, size,
-            3)`, `token_ids` and `padding_mask` int32 `(batch, steps, length)`.
+            3)`, `token_ids` and `padding_mask` int32 `(batch, steps, length)`;
+            with grounding, `context_entities` int32 `(batch, steps, slots)`.
         """
         frames, captions = stories_batch(frames, captions, self.num_context_steps)
         images = np.stack([self.prepare_images(story_frames) for story_frames in frames])
         flat = self.prepare_texts([caption for story in captions for caption in story])
         shape = (len(captions), self.num_context_steps, -1)
-        return {
+        prepared = {
             "images": images,
             "token_ids": flat["token_ids"].reshape(shape),
             "padding_mask": flat["padding_mask"].reshape(shape),
         }
+        if self.grounding:
+            prepared["context_entities"] = self.prepare_entities(entities, len(captions))
+        return prepared
 
     def input_shapes(self):
         """The shapes the export's `serve_tensors` signature takes, `None` for the batch."""
         steps, size = self.num_context_steps, self.image_size
         length = self.metadata["sequence_length"]
-        return {
+        shapes = {
             "images": (None, steps, size, size, 3),
             "token_ids": (None, steps, length),
             "padding_mask": (None, steps, length),
         }
+        if self.grounding:
+            shapes["context_entities"] = (None, steps, num_entity_slots(self.entity_slots))
+        return shapes
 
     def check_inputs(self, inputs):
         """Checks prepared inputs against the export; returns them as it takes them.
