@@ -35,6 +35,9 @@ def get_config(smoke=False):
         sequence_length=48,
         decoder_sequence_length=48,
         batch_size=16,
+        # Up to three shapes stay, a peeker and a visitor come and go, and a
+        # story visits at most the five backgrounds.
+        entity_slots=5,
     )
     model = ModelConfig(
         image_encoder="MobileNetV3Small",
@@ -68,6 +71,11 @@ def get_config(smoke=False):
         # states, which carries every word from the first step; the [CLS]
         # vector learnt it on some seeds only (docs/fusion.md).
         contrastive_text_pooling="mean",
+        # Which shapes and background the next frame holds (docs/grounding.md);
+        # weighted so that the story state learns to carry what the head
+        # needs within the short run.
+        grounding_head=True,
+        grounding_loss_weight=5.0,
     )
     train = TrainConfig(epochs=3, learning_rate=2e-3, early_stopping_patience=3)
     if smoke:
