@@ -203,8 +203,8 @@ class TestGroundingHead:
         assert predicted_ids(probabilities, context, SLOTS) == (["obj1"], ["obj", "bg"])
 
 
-def _grounded_batch(embedded_stories, tiny_preprocessor):
-    dataset = make_dataset(
+def _grounded_dataset(embedded_stories, tiny_preprocessor):
+    return make_dataset(
         embedded_stories[:6],
         tiny_preprocessor,
         image_size=32,
@@ -212,11 +212,10 @@ def _grounded_batch(embedded_stories, tiny_preprocessor):
         batch_size=4,
         entity_slots=3,
     )
-    return to_numpy(next(iter(dataset)))
 
 
 def test_grounding_loss_is_its_own_term_of_compute_loss(embedded_stories, tiny_preprocessor):
-    inputs, targets = _grounded_batch(embedded_stories, tiny_preprocessor)
+    inputs, targets = to_numpy(next(iter(_grounded_dataset(embedded_stories, tiny_preprocessor))))
     assert targets["entity_mask"].sum() > 0
     model = build_tiny_model(
         tiny_preprocessor,
@@ -242,14 +241,7 @@ def test_grounding_loss_is_its_own_term_of_compute_loss(embedded_stories, tiny_p
 
 
 def test_the_head_trains_and_round_trips(embedded_stories, tiny_preprocessor, tmp_path):
-    dataset = make_dataset(
-        embedded_stories[:6],
-        tiny_preprocessor,
-        image_size=32,
-        target_image_size=32,
-        batch_size=4,
-        entity_slots=3,
-    )
+    dataset = _grounded_dataset(embedded_stories, tiny_preprocessor)
     model = build_tiny_model(
         tiny_preprocessor, data_overrides={"entity_slots": 3}, grounding_head=True
     )
