@@ -35,8 +35,10 @@ def main():
     from kstory.provenance import write_script_report
 
     workdir = args.workdir or os.path.dirname(os.path.dirname(os.path.abspath(args.export)))
-    frames, captions = held_out_windows(workdir, num_windows=16)
+    frames, captions, entities = held_out_windows(workdir, num_windows=16, entities=True)
     serving_default = tf.saved_model.load(args.export).signatures["serving_default"]
+    # An export with a grounding head also takes each frame's entity ids.
+    grounding = "entities" in serving_default.structured_input_signature[1]
     results = []
     for batch in (int(size) for size in args.batch_sizes.split(",")):
         rows = [index % len(frames) for index in range(batch)]
@@ -44,6 +46,10 @@ def main():
             "images": tf.constant([frames[row] for row in rows]),
             "captions": tf.constant([captions[row] for row in rows]),
         }
+        if grounding:
+            inputs["entities"] = tf.constant(
+                [[" ".join(ids) for ids in entities[row]] for row in rows]
+            )
         serving_default(**inputs)  # Warm-up.
         seconds = []
         for _ in range(args.calls):
