@@ -5,6 +5,7 @@ arguments; `main` parses, selects the backend and maps errors to exit codes.
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -13,11 +14,15 @@ import sys
 _COMMANDS = {}
 
 
-def _command(name, help, arguments):
-    """Registers the decorated handler as `kstory NAME`, with its `arguments(parser)`."""
+def _command(name, help, arguments, writes_workdir=False):
+    """Registers the decorated handler as `kstory NAME`, with its `arguments(parser)`.
+
+    A command that writes into `--workdir` holds the workdir's lock while it
+    runs (`WorkdirLock`): one writer at a time.
+    """
 
     def register(handler):
-        _COMMANDS[name] = (help, arguments, handler)
+        _COMMANDS[name] = (help, arguments, handler, writes_workdir)
         return handler
 
     return register
@@ -66,7 +71,12 @@ def _data_arguments(command):
     _report_argument(command, "the summary")
 
 
-@_command("data", "Build or read the configured data and print a summary.", _data_arguments)
+@_command(
+    "data",
+    "Build or read the configured data and print a summary.",
+    _data_arguments,
+    writes_workdir=True,
+)
 def _data(args):
     import keras
 
@@ -105,7 +115,9 @@ def _train_arguments(command):
     _evaluation_output_arguments(command)
 
 
-@_command("train", "Train a config into a workdir (resumes).", _train_arguments)
+@_command(
+    "train", "Train a config into a workdir (resumes).", _train_arguments, writes_workdir=True
+)
 def _train(args):
     from kstory.training.train import train
 
@@ -131,7 +143,12 @@ def _evaluate_arguments(command):
     _evaluation_output_arguments(command)
 
 
-@_command("evaluate", "Score a trained workdir beside the floors.", _evaluate_arguments)
+@_command(
+    "evaluate",
+    "Score a trained workdir beside the floors.",
+    _evaluate_arguments,
+    writes_workdir=True,
+)
 def _evaluate(args):
     _score_and_report(args.workdir, args.split, args.sampler, args.storyboards, args.report)
 
@@ -172,6 +189,7 @@ def _ablate_arguments(command):
     "Train a config as is, without the contrastive loss, without the bag-of-words loss, "
     "and with captions or images alone; compare.",
     _ablate_arguments,
+    writes_workdir=True,
 )
 def _ablate(args):
     from kstory.evaluation.ablation import format_ablation
@@ -192,7 +210,10 @@ def _seeds_arguments(command):
 
 
 @_command(
-    "seeds", "Train and score a config under several seeds; report the spread.", _seeds_arguments
+    "seeds",
+    "Train and score a config under several seeds; report the spread.",
+    _seeds_arguments,
+    writes_workdir=True,
 )
 def _seeds(args):
     from kstory.evaluation.seed_spread import format_seed_spread
@@ -217,7 +238,7 @@ def _predict_arguments(command):
     command.add_argument("--sampler", default="greedy")
 
 
-@_command("predict", "Predict the next step of one story.", _predict_arguments)
+@_command("predict", "Predict the next step of one story.", _predict_arguments, writes_workdir=True)
 def _predict(args):
     from kstory.evaluation.predict import predict
 
@@ -238,7 +259,12 @@ def _export_arguments(command):
     command.add_argument("--output", help="Export folder; default <workdir>/export/<format>.")
 
 
-@_command("export", "Export a trained workdir for serving (SavedModel or ONNX).", _export_arguments)
+@_command(
+    "export",
+    "Export a trained workdir for serving (SavedModel or ONNX).",
+    _export_arguments,
+    writes_workdir=True,
+)
 def _export(args):
     from kstory.export.workdir_export import export_workdir
 
@@ -392,7 +418,7 @@ def _parser():
         "a GPU), which kstory otherwise hides.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, (help, arguments, _) in _COMMANDS.items():
+    for name, (help, arguments, _, _) in _COMMANDS.items():
         arguments(commands.add_parser(name, help=help))
     return parser
 
@@ -421,6 +447,14 @@ def _one_line(error):
     return " ".join(str(error).split())
 
 
+def _workdir_lock(workdir, command):
+    if workdir is None:
+        return contextlib.nullcontext()
+    from kstory.workdir_lock import WorkdirLock
+
+    return WorkdirLock(workdir, command)
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
     try:
@@ -429,9 +463,10 @@ def main(argv=None):
         print(f"kstory: error: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    handler = _COMMANDS[args.command][2]
+    _, _, handler, writes_workdir = _COMMANDS[args.command]
     try:
-        return handler(args) or 0
+        with _workdir_lock(args.workdir if writes_workdir else None, args.command):
+            return handler(args) or 0
     except ValueError as error:
         print(f"kstory {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2

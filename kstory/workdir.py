@@ -20,6 +20,7 @@ here, so that every command agrees on them.
 ```
 """
 
+import contextlib
 import json
 import os
 
@@ -27,6 +28,7 @@ import keras
 
 from kstory.config import config_from_dict
 from kstory.models.story_model import StoryModel
+from kstory.workdir_state_error import WorkdirStateError
 
 CONFIG_FILE = "config.json"
 SKIPPED_FILE = "skipped_stories.json"
@@ -45,6 +47,69 @@ STORYBOARDS_DIR = "storyboards"
 PREDICTIONS_DIR = "predictions"
 EXPORT_DIR = "export"
 
+CONFIG_HINT = (
+    " Copy it again, or delete it and rerun `kstory train` with the run's config, "
+    "which writes it again."
+)
+
+
+def sync_file(path):
+    """Flushes a written file to the disk, so a rename after it publishes whole data."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def incoming_path(path):
+    """Where `path` is written before it is renamed into place (same folder and extension)."""
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".incoming-{name}")
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """A temporary path beside `path`, moved onto `path` if the block succeeds.
+
+    A reader, or a writer killed mid-write, sees the old file or the new one,
+    never half of one; a write that fails (a full disk) leaves the old file.
+    The temporary name keeps the extension, which Keras's savers check.
+
+    Example:
+    >>> with atomic_path("runs/doc-atomic.txt") as incoming:
+    ...     _ = open(incoming, "w").write("whole")
+    >>> open("runs/doc-atomic.txt").read()
+    'whole'
+    """
+    incoming = incoming_path(path)
+    try:
+        yield incoming
+        sync_file(incoming)
+        os.replace(incoming, path)
+    finally:
+        if os.path.exists(incoming):
+            os.remove(incoming)
+
+
+def write_json(path, value):
+    """Writes `value` as JSON to `path`, atomically (see `atomic_path`)."""
+    with atomic_path(path) as incoming:
+        with open(incoming, "w") as file:
+            json.dump(value, file, indent=2)
+
+
+def read_json(path, hint=""):
+    """The JSON in `path`; a `WorkdirStateError` naming the file if it is not JSON."""
+    try:
+        with open(path) as file:
+            return json.load(file)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise WorkdirStateError(
+            f"{path} cannot be read: not valid JSON ({error}); it may be truncated or "
+            f"half-copied.{hint}"
+        ) from None
+
 
 def load_workdir_config(workdir):
     """The `Config` a workdir's run was trained with.
@@ -58,8 +123,7 @@ def load_workdir_config(workdir):
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         raise ValueError(f"{workdir} has no {CONFIG_FILE}; is it a kstory workdir?")
-    with open(path) as file:
-        return config_from_dict(json.load(file))
+    return config_from_dict(read_json(path, CONFIG_HINT))
 
 
 def load_workdir_model(workdir):
@@ -75,8 +139,15 @@ def load_workdir_model(workdir):
 
 def load_model_file(path, compile=True):
     """A `StoryModel` from a `.keras` file; an error naming the file if it
-    holds something else."""
-    model = keras.saving.load_model(path, compile=compile)
+    holds something else or cannot be read."""
+    try:
+        model = keras.saving.load_model(path, compile=compile)
+    except Exception as error:  # Keras raises many kinds for a damaged file.
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+        raise WorkdirStateError(
+            f"{path} cannot be read ({reason}); it may be truncated or half-copied. Copy "
+            "it again, or rerun `kstory train` on its workdir, which saves it again."
+        ) from None
     if not isinstance(model, StoryModel):
         raise ValueError(f"{path} holds a {type(model).__name__}, not a kstory StoryModel.")
     return model

@@ -12,6 +12,7 @@ from kstory.data.entities import entities_line
 from kstory.data.entities import entity_probabilities
 from kstory.data.entities import predicted_ids
 from kstory.data.entities import presence
+from kstory.data.image_check import image_problem
 from kstory.data.pipeline import load_frame
 from kstory.data.sources import load_splits
 from kstory.data.story import Story
@@ -81,6 +82,12 @@ def story_from_folder(path):
         captions = [line.strip() for line in file if line.strip()]
     if len(images) != len(captions):
         raise ValueError(f"{path} has {len(images)} images but {len(captions)} captions.")
+    # The readers' checks: a file that does not decode is named, not a traceback.
+    for frame, image in enumerate(images):
+        with open(image, "rb") as file:
+            problem = image_problem(file.read())
+        if problem:
+            raise ValueError(f"{image} (frame {frame + 1} of {path}): {problem}.")
     # Captions may carry StoryReasoning's grounding tags, for the grounding head.
     entities = tuple(grounded_entity_ids(caption) for caption in captions)
     texts = tuple(strip_grounding_tags(caption) for caption in captions)

@@ -22,6 +22,7 @@ from kstory.data.windows import story_windows
 from kstory.distribution import data_parallel
 from kstory.models.builders import build_story_model
 from kstory.provenance import provenance
+from kstory.training.atomic_model_checkpoint import AtomicModelCheckpoint
 from kstory.training.batch_norm_recalibration import BatchNormRecalibration
 from kstory.training.cached_feature_trainer import CachedFeatureTrainer
 from kstory.training.loss_curve import plot_loss_curve
@@ -32,6 +33,7 @@ from kstory.training.training_state_backup import TrainingStateBackup
 from kstory.workdir import BACKUP_DIR
 from kstory.workdir import BEST_WEIGHTS_PATH
 from kstory.workdir import CONFIG_FILE
+from kstory.workdir import CONFIG_HINT
 from kstory.workdir import DATA_DIR
 from kstory.workdir import FEATURE_CACHE_DIR
 from kstory.workdir import HISTORY_FILE
@@ -40,6 +42,11 @@ from kstory.workdir import LOSS_CURVE_FILE
 from kstory.workdir import MODEL_FILE
 from kstory.workdir import SKIPPED_FILE
 from kstory.workdir import TRAIN_PROVENANCE_FILE
+from kstory.workdir import atomic_path
+from kstory.workdir import read_json
+from kstory.workdir import write_json
+from kstory.workdir_lock import WorkdirLock
+from kstory.workdir_state_error import WorkdirStateError
 
 logger = logging.getLogger("kstory.train")
 
@@ -53,8 +60,7 @@ def check_workdir_config(config, workdir):
     path = os.path.join(workdir, CONFIG_FILE)
     values = config_to_dict(config)
     if os.path.exists(path):
-        with open(path) as file:
-            previous = json.load(file)
+        previous = read_json(path, CONFIG_HINT)
         # The run's data and architecture, and what its checkpoints hold.
         keys = [(section, key) for section in ("data", "model") for key in values[section]]
         keys.append(("train", "image_feature_cache"))
@@ -69,8 +75,7 @@ def check_workdir_config(config, workdir):
                 f"{', '.join(changed)}); use a new --workdir."
             )
     os.makedirs(workdir, exist_ok=True)
-    with open(path, "w") as file:
-        json.dump(values, file, indent=2)
+    write_json(path, values)
 
 
 def _callbacks(config, workdir, backup):
@@ -87,7 +92,7 @@ def _callbacks(config, workdir, backup):
             hint=" Lower train.learning_rate, or check the data; the last backup and "
             f"the best checkpoint in {workdir} hold the last finite weights."
         ),
-        keras.callbacks.ModelCheckpoint(
+        AtomicModelCheckpoint(
             os.path.join(workdir, BEST_WEIGHTS_PATH),
             monitor="val_loss",
             save_best_only=True,
@@ -110,8 +115,7 @@ def _write_skip_report(skip_logs, path):
     """Logs and writes which stories the readers skipped, and why, by story id."""
     for log in skip_logs:
         logger.info(log.summary())
-    with open(path, "w") as file:
-        json.dump({log.source: log.to_json() for log in skip_logs}, file, indent=1)
+    write_json(path, {log.source: log.to_json() for log in skip_logs})
 
 
 def _rewrite_history_csv(path, history):
@@ -121,7 +125,7 @@ def _rewrite_history_csv(path, history):
     otherwise log that epoch twice.
     """
     names = sorted({name for row in history for name in row})
-    with open(path, "w", newline="") as file:
+    with atomic_path(path) as incoming, open(incoming, "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=["epoch", *names])
         if history:
             writer.writeheader()
@@ -280,12 +284,24 @@ def _batch_norm_recalibration(config, model, train_stories):
     )
 
 
+def _load_best_weights(model, path):
+    try:
+        model.load_weights(path)
+    except Exception as error:  # h5py and Keras raise many kinds for a damaged file.
+        raise WorkdirStateError(
+            f"{path}, the best checkpoint, cannot be read ({type(error).__name__}: "
+            f"{' '.join(str(error).split())[:200]}); it may be truncated or half-copied. "
+            "Copy it again, or delete it and rerun the same command to save the last "
+            "weights instead."
+        ) from None
+
+
 def _save_run(config, workdir, model, fit_model, scope, config_path):
     """The best weights into `model`, then `model.keras`, the loss curve,
     `train_provenance.json` and, in the log, the skipped stories."""
     best_weights = os.path.join(workdir, BEST_WEIGHTS_PATH)
     if config.train.early_stopping_patience and os.path.exists(best_weights):
-        fit_model.load_weights(best_weights)
+        _load_best_weights(fit_model, best_weights)
     if fit_model is not model:
         # Saved with the optimizer state, as a model trained from images is.
         with scope():
@@ -293,10 +309,10 @@ def _save_run(config, workdir, model, fit_model, scope, config_path):
                 optimizer=fit_model.optimizer,
                 jit_compile=jit_compile_argument(config.train.jit_compile),
             )
-    model.save(os.path.join(workdir, MODEL_FILE))
+    with atomic_path(os.path.join(workdir, MODEL_FILE)) as incoming:
+        model.save(incoming)
     plot_loss_curve(os.path.join(workdir, HISTORY_FILE), os.path.join(workdir, LOSS_CURVE_FILE))
-    with open(os.path.join(workdir, TRAIN_PROVENANCE_FILE), "w") as file:
-        json.dump(provenance(config_path), file, indent=2)
+    write_json(os.path.join(workdir, TRAIN_PROVENANCE_FILE), provenance(config_path))
     with open(os.path.join(workdir, SKIPPED_FILE)) as file:
         logger.info("Skipped stories:\n%s", format_skip_report(json.load(file)))
 
@@ -336,9 +352,21 @@ def train(
     Returns:
         The trained `StoryModel`.
     """
+    with WorkdirLock(workdir, "train"):
+        return _train(
+            config,
+            workdir,
+            extra_callbacks,
+            verbose,
+            (coordinator_address, num_processes, process_id),
+            config_path,
+        )
+
+
+def _train(config, workdir, extra_callbacks, verbose, cluster, config_path):
     check_workdir_config(config, workdir)
     data = config.data
-    replicas, scope, shards = _distribution(config, coordinator_address, num_processes, process_id)
+    replicas, scope, shards = _distribution(config, *cluster)
     keras.utils.set_random_seed(config.seed)
     splits, preprocessor = _training_data(config, workdir)
     with scope():

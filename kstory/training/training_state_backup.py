@@ -1,17 +1,83 @@
 """Backs up the whole training state atomically, so a killed run resumes exactly."""
 
 import json
+import logging
 import os
 import shutil
 
+import h5py
 import keras
 import numpy as np
 
 from kstory.training.non_finite_loss_error import NonFiniteLossError
+from kstory.workdir import sync_file
+from kstory.workdir_state_error import WorkdirStateError
 
 STATE_FILE = "state.json"
 WEIGHTS_FILE = "model.weights.h5"
 ARRAYS_FILE = "arrays.npz"
+
+
+GENERATIONS = ("latest", "previous")
+
+logger = logging.getLogger("kstory.train")
+
+
+def _check_generation(folder):
+    """A backup folder's state, after checking that each of its files reads whole.
+
+    Raises `ValueError` naming the first file that does not: absent,
+    truncated, not HDF5 or NumPy, JSON that does not parse or lacks a key.
+    """
+    path = os.path.join(folder, STATE_FILE)
+    try:
+        with open(path) as file:
+            state = json.load(file)
+        missing = {"epoch", "step", "history"} - set(state)
+        if missing:
+            raise ValueError(f"no {', '.join(sorted(missing))}")
+        path = os.path.join(folder, WEIGHTS_FILE)
+        with h5py.File(path, "r") as weights:
+            weights.visititems(lambda _, item: item[()] if isinstance(item, h5py.Dataset) else None)
+        path = os.path.join(folder, ARRAYS_FILE)
+        with np.load(path) as arrays:
+            for name in arrays.files:
+                arrays[name]
+    except Exception as error:  # json, h5py, zipfile and OS errors alike.
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+        raise ValueError(f"{path} cannot be read ({reason})") from None
+    return state
+
+
+def backup_generations(backup_dir):
+    """The complete backups in `backup_dir`, newest first: `[(folder, state), ...]`.
+
+    A generation whose files do not read whole (see `_check_generation`) is
+    left out with a log line naming the file. When generations exist but none
+    reads, raises `WorkdirStateError` naming each file: a run never starts
+    over silently.
+    """
+    generations, problems = [], []
+    for name in GENERATIONS:
+        folder = os.path.join(backup_dir, name)
+        if not os.path.exists(folder):
+            continue
+        try:
+            generations.append((folder, _check_generation(folder)))
+        except ValueError as problem:
+            fallback = "; trying the previous backup" if name == "latest" else ""
+            logger.warning("Backup %s is damaged: %s%s.", folder, problem, fallback)
+            problems.append(str(problem))
+    if problems and not generations:
+        raise WorkdirStateError(_unusable(backup_dir, problems))
+    return generations
+
+
+def _unusable(backup_dir, problems):
+    return (
+        f"No backup in {backup_dir} can be read: {'; '.join(problems)}. Copy the backup "
+        "again, or move the folder aside to train from scratch."
+    )
 
 
 def read_backup(backup_dir):
@@ -20,13 +86,8 @@ def read_backup(backup_dir):
     `state` holds `epoch` and `step` (where training resumes: `step` batches
     of `epoch` are done) and `history` (the logs of each finished epoch).
     """
-    for name in ("latest", "previous"):
-        folder = os.path.join(backup_dir, name)
-        path = os.path.join(folder, STATE_FILE)
-        if os.path.exists(path):
-            with open(path) as file:
-                return folder, json.load(file)
-    return None, None
+    generations = backup_generations(backup_dir)
+    return generations[0] if generations else (None, None)
 
 
 def _seed_global_generator(seed):
@@ -63,10 +124,17 @@ class TrainingStateBackup(keras.callbacks.Callback):
     A backup holds the weights and optimizer state, the random state behind
     dropout (the model's `SeedGenerator`s; torch's global generator), the
     running epoch metrics, the position `(epoch, step)` and the logs of every
-    finished epoch. It is written to a temporary folder and renamed into
-    place, so a process killed at any instant (SIGKILL, preemption) leaves the
-    previous backup whole. A backup is refused when a weight is not finite:
-    the last backup is always a good one.
+    finished epoch. It is written to a temporary folder, flushed to disk and
+    renamed into place, so a process killed at any instant (SIGKILL,
+    preemption) leaves the previous backup whole. A backup is refused when a
+    weight is not finite: the last backup is always a good one.
+
+    Two generations are kept, `latest/` and `previous/`. When `latest/` does
+    not load (truncated, not HDF5, missing keys, bad JSON), a log line names
+    the file and the run resumes from `previous/`; when neither loads, a
+    `WorkdirStateError` names the files (never a silent fresh start). A
+    backup whose write fails (a full disk) leaves both generations as they
+    were and stops the run with a `WorkdirStateError`.
 
     Keras's `BackupAndRestore` restarts an interrupted epoch from its first
     batch on mid-epoch weights, and writes its files in place; this callback
@@ -74,7 +142,7 @@ class TrainingStateBackup(keras.callbacks.Callback):
     already seen (the batch stream depends only on the seed and the epoch).
 
     Args:
-        backup_dir: str. Folder of the backups (`latest/`, briefly `previous/`).
+        backup_dir: str. Folder of the backups (`latest/`, `previous/`).
         steps_per_epoch: int. Batches in a full epoch.
         seed: int. The run's seed; torch's global generator is reseeded from
             `(seed, epoch)` at each epoch's first batch.
@@ -92,14 +160,19 @@ class TrainingStateBackup(keras.callbacks.Callback):
         self.steps_per_epoch = steps_per_epoch
         self.seed = seed
         self.every_batches = every_batches
-        self._folder, state = read_backup(backup_dir)
+        self._generations = backup_generations(backup_dir)
+        self._use(*(self._generations[0] if self._generations else (None, None)))
+        self.restored = False
+        self._saved_metrics = None
+        self._saved_generator = None
+
+    def _use(self, folder, state):
+        """Resumes from `folder`'s backup (`None`: from the start)."""
+        self._folder = folder
         state = state or {"epoch": 0, "step": 0, "history": []}
         self.epoch, self.step = state["epoch"], state["step"]
         self.history = state["history"]
         self.stopped_early = state.get("stopped_early", False)
-        self.restored = False
-        self._saved_metrics = None
-        self._saved_generator = None
 
     def _seed_states(self):
         return [v for v in self.model.variables if "seed_generator_state" in v.path]
@@ -118,13 +191,25 @@ class TrainingStateBackup(keras.callbacks.Callback):
         if self.restored:
             return
         self.restored = True
-        folder = self._folder
-        if folder is None:
-            return
         model = self.model
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        model.load_weights(os.path.join(folder, WEIGHTS_FILE))
+        problems = []
+        for index, (folder, state) in enumerate(self._generations):
+            self._use(folder, state)
+            try:
+                self._load(folder)
+            except WorkdirStateError as problem:
+                logger.warning("%s.", problem)
+                problems.append(str(problem))
+                continue
+            if index:
+                logger.warning("Resuming from the previous backup, %s.", folder)
+            return
+        if problems:
+            raise WorkdirStateError(_unusable(self.backup_dir, problems))
+
+    def _load(self, folder):
         with np.load(os.path.join(folder, ARRAYS_FILE)) as arrays:
             arrays = dict(arrays)
         states = self._seed_states()
@@ -134,9 +219,16 @@ class TrainingStateBackup(keras.callbacks.Callback):
                 f"The backup in {folder} holds {len(saved_states)} random states but the "
                 f"model has {len(states)}; the workdir belongs to another architecture."
             )
+        path = os.path.join(folder, WEIGHTS_FILE)
+        try:
+            self.model.load_weights(path)
+        except Exception as error:  # Keras and h5py raise many kinds for missing keys.
+            reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+            raise WorkdirStateError(f"{path} cannot be loaded ({reason})") from None
         # By position: variable paths carry per-process counters.
         for index, variable in enumerate(states):
             variable.assign(arrays[f"seed_{index}"])
+        self._saved_generator = self._saved_metrics = None
         if self.step:
             # Applied at the next batch, after anything fit() draws while starting.
             self._saved_generator = arrays
@@ -190,9 +282,22 @@ class TrainingStateBackup(keras.callbacks.Callback):
                     f"{self.step} of epoch {self.epoch + 1}; the last backup was kept."
                 )
         incoming = os.path.join(self.backup_dir, "incoming")
+        try:
+            self._write(incoming, epoch, step)
+            self._publish(incoming)
+        except OSError as error:  # A full disk (ENOSPC), an I/O error (EIO).
+            shutil.rmtree(incoming, ignore_errors=True)
+            raise WorkdirStateError(
+                f"Training stopped: writing the backup in {incoming} failed "
+                f"({error.strerror or error}); the previous backup in {self.backup_dir} "
+                "is intact. Free space or fix the disk, then rerun the same command to "
+                "resume."
+            ) from None
+
+    def _write(self, incoming, epoch, step):
         shutil.rmtree(incoming, ignore_errors=True)
         os.makedirs(incoming)
-        model.save_weights(os.path.join(incoming, WEIGHTS_FILE))
+        self.model.save_weights(os.path.join(incoming, WEIGHTS_FILE))
         arrays = {
             **{
                 f"seed_{i}": keras.ops.convert_to_numpy(v)
@@ -205,20 +310,29 @@ class TrainingStateBackup(keras.callbacks.Callback):
             **_global_generator_state(),
         }
         np.savez(os.path.join(incoming, ARRAYS_FILE), **arrays)
+        state = {
+            "epoch": epoch,
+            "step": step,
+            "history": self.history,
+            "stopped_early": self.stopped_early,
+        }
         with open(os.path.join(incoming, STATE_FILE), "w") as file:
-            state = {
-                "epoch": epoch,
-                "step": step,
-                "history": self.history,
-                "stopped_early": self.stopped_early,
-            }
             json.dump(state, file, indent=1)
-        latest = os.path.join(self.backup_dir, "latest")
-        previous = os.path.join(self.backup_dir, "previous")
-        if not os.path.exists(latest) and os.path.exists(previous):
-            os.replace(previous, latest)  # A kill fell between the two renames below.
-        shutil.rmtree(previous, ignore_errors=True)
+        for name in os.listdir(incoming):
+            sync_file(os.path.join(incoming, name))
+
+    def _publish(self, incoming):
+        """`incoming` becomes `latest`, and `latest` becomes `previous`.
+
+        A kill at any instant leaves `latest` or `previous` whole; `previous`
+        is what a damaged `latest` falls back to.
+        """
+        latest, previous, discarded = (
+            os.path.join(self.backup_dir, name) for name in ("latest", "previous", "discarded")
+        )
         if os.path.exists(latest):
+            if os.path.exists(previous):
+                os.replace(previous, discarded)
             os.replace(latest, previous)
         os.replace(incoming, latest)
-        shutil.rmtree(previous, ignore_errors=True)
+        shutil.rmtree(discarded, ignore_errors=True)
