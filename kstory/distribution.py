@@ -7,8 +7,10 @@
   (`kstory train --coordinator-address ...`) or in the environment
   (`KERAS_DISTRIBUTION_JOB_ADDRESSES`, `KERAS_DISTRIBUTION_NUM_PROCESSES`,
   `KERAS_DISTRIBUTION_PROCESS_ID`).
-- TensorFlow: `tf.distribute.MirroredStrategy` on one host, or
-  `MultiWorkerMirroredStrategy` when `TF_CONFIG` describes several workers.
+- TensorFlow: `tf.distribute.MirroredStrategy` on one host. A `TF_CONFIG`
+  of several workers is refused with a clear error: Keras 3.15's TensorFlow
+  trainer fails under `MultiWorkerMirroredStrategy` (see
+  `_check_tensorflow_workers`); several hosts train on JAX.
 - torch: Keras 3 has no data-parallel engine for the torch backend; kstory
   says so and names the alternatives rather than wrapping DDP itself.
 
@@ -29,6 +31,7 @@ On several JAX hosts each process reads its own shard of every global batch
 
 import contextlib
 import dataclasses
+import json
 import os
 
 import keras
@@ -64,6 +67,30 @@ class DataParallelSetup:
     engine: str
     num_processes: int = 1
     process_index: int = 0
+
+
+def _check_tensorflow_workers(tf_config):
+    """Refuses a TensorFlow cluster of several workers, which Keras cannot train.
+
+    Keras 3.15's TensorFlow trainer fails under `MultiWorkerMirroredStrategy`
+    with more than one worker: it reduces the first batch (a dict of inputs)
+    in one `strategy.reduce`, which the collective ops refuse, and then each
+    step's scalar logs over `axis=0`. Measured with two local workers on
+    loopback (docs/reliability.md).
+    """
+    try:
+        cluster = json.loads(tf_config).get("cluster", {})
+    except ValueError:
+        raise ValueError(f"TF_CONFIG is not valid JSON: {tf_config!r}.") from None
+    workers = sum(len(cluster.get(role, [])) for role in ("chief", "worker"))
+    if workers > 1:
+        raise ValueError(
+            f"TF_CONFIG describes {workers} TensorFlow workers, and Keras "
+            f"{keras.version()} cannot train data-parallel across TensorFlow workers "
+            "(its trainer's reductions fail under MultiWorkerMirroredStrategy; see "
+            "docs/reliability.md). Train on several hosts with KERAS_BACKEND=jax "
+            "(kstory train --coordinator-address ...), or on one TensorFlow host."
+        )
 
 
 def data_parallel(coordinator_address=None, num_processes=None, process_id=None):
@@ -104,6 +131,7 @@ def data_parallel(coordinator_address=None, num_processes=None, process_id=None)
         import tensorflow as tf
 
         if "TF_CONFIG" in os.environ:
+            _check_tensorflow_workers(os.environ["TF_CONFIG"])
             strategy = tf.distribute.MultiWorkerMirroredStrategy()
         else:
             # All GPUs, or else all (logical) CPU devices: MirroredStrategy's
