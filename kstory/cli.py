@@ -82,15 +82,14 @@ def _data(args):
 
     from kstory.config import config_to_dict
     from kstory.data import summary as data_summary
+    from kstory.workdir import write_json
 
     config = _load_config(args)
     os.makedirs(args.workdir, exist_ok=True)
-    with open(os.path.join(args.workdir, "data_config.json"), "w") as file:
-        json.dump(config_to_dict(config), file, indent=2)
+    write_json(os.path.join(args.workdir, "data_config.json"), config_to_dict(config))
     print(f"keras backend: {keras.config.backend()}")
     summary = data_summary.summarize_data(config.data, os.path.join(args.workdir, "data"))
-    with open(os.path.join(args.workdir, "data_summary.json"), "w") as file:
-        json.dump(summary, file, indent=2)
+    write_json(os.path.join(args.workdir, "data_summary.json"), summary)
     text = data_summary.format_summary(summary)
     print(text)
     if args.report:

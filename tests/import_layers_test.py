@@ -18,6 +18,8 @@ LAYERS = {
     "kstory.provenance": 0,
     "kstory.quiet_start": 0,
     "kstory.version": 0,
+    "kstory.workdir_lock": 0,
+    "kstory.workdir_state_error": 0,
     "kstory.data": 1,
     "kstory.layers": 2,
     "kstory.losses": 2,

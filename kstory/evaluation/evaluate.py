@@ -1,6 +1,5 @@
 """Scores a trained workdir on a held-out split, beside the floors."""
 
-import json
 import logging
 import os
 
@@ -31,8 +30,10 @@ from kstory.workdir import DATA_DIR
 from kstory.workdir import METRICS_JSON_FILE
 from kstory.workdir import METRICS_MD_FILE
 from kstory.workdir import STORYBOARDS_DIR
+from kstory.workdir import atomic_path
 from kstory.workdir import load_workdir_config
 from kstory.workdir import load_workdir_model
+from kstory.workdir import write_json
 
 _MEAN_IMAGE_WINDOWS = 2048
 
@@ -285,10 +286,10 @@ def _retrieval_metrics(results, stories, windows, steps):
 
 
 def _write_metrics(metrics, workdir):
-    with open(os.path.join(workdir, METRICS_JSON_FILE), "w") as file:
-        json.dump(metrics, file, indent=2)
-    with open(os.path.join(workdir, METRICS_MD_FILE), "w") as file:
-        file.write(format_metrics(metrics))
+    write_json(os.path.join(workdir, METRICS_JSON_FILE), metrics)
+    with atomic_path(os.path.join(workdir, METRICS_MD_FILE)) as incoming:
+        with open(incoming, "w") as file:
+            file.write(format_metrics(metrics))
 
 
 def _draw_storyboards(results, stories, windows, data, count, output_dir):

@@ -39,7 +39,7 @@ def export_workdir(workdir, export_format="tf_saved_model", output=None):
             `"onnx"` (see `export_onnx`).
         output: str. The export folder; defaults to
             `<workdir>/export/<export_format>`. An earlier export there is
-            replaced.
+            replaced, once the new one is complete.
 
     Returns:
         str, the export folder.
@@ -50,7 +50,17 @@ def export_workdir(workdir, export_format="tf_saved_model", output=None):
     if not os.path.exists(model_path):
         raise ValueError(f"{workdir} has no {MODEL_FILE}; train it first (kstory train).")
     output = output or default_export_dir(workdir, export_format)
-    _clear_previous_export(output)
-    if export_format == "tf_saved_model":
-        return export_saved_model_file(model_path, output)
-    return export_onnx_file(model_path, output)
+    # Written beside, then renamed over the previous export: a reader never
+    # finds half an export, and a failed export leaves the previous one.
+    incoming = f"{output.rstrip(os.sep)}.incoming"
+    shutil.rmtree(incoming, ignore_errors=True)
+    try:
+        if export_format == "tf_saved_model":
+            export_saved_model_file(model_path, incoming)
+        else:
+            export_onnx_file(model_path, incoming)
+        _clear_previous_export(output)
+        os.replace(incoming, output)
+    finally:
+        shutil.rmtree(incoming, ignore_errors=True)
+    return output
