@@ -29,6 +29,7 @@ import keras
 from kstory.config import config_from_dict
 from kstory.models.story_model import StoryModel
 from kstory.workdir_state_error import WorkdirStateError
+from kstory.workdir_state_error import error_summary
 
 CONFIG_FILE = "config.json"
 SKIPPED_FILE = "skipped_stories.json"
@@ -143,10 +144,10 @@ def load_model_file(path, compile=True):
     try:
         model = keras.saving.load_model(path, compile=compile)
     except Exception as error:  # Keras raises many kinds for a damaged file.
-        reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
         raise WorkdirStateError(
-            f"{path} cannot be read ({reason}); it may be truncated or half-copied. Copy "
-            "it again, or rerun `kstory train` on its workdir, which saves it again."
+            f"{path} cannot be read ({error_summary(error, 300)}); it may be truncated or "
+            "half-copied. Copy it again, or rerun `kstory train` on its workdir, which "
+            "saves it again."
         ) from None
     if not isinstance(model, StoryModel):
         raise ValueError(f"{path} holds a {type(model).__name__}, not a kstory StoryModel.")

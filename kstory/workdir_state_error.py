@@ -7,3 +7,13 @@ class WorkdirStateError(RuntimeError):
     The message names the file and says what to do. `kstory` prints it as
     one line and exits with code 1; nothing the run saved before is lost.
     """
+
+
+def error_summary(error, limit=200):
+    """`error` as one short line, `Type: message`, for a `WorkdirStateError`.
+
+    Example:
+    >>> error_summary(OSError("Unable to open file  (truncated file)"))
+    'OSError: Unable to open file (truncated file)'
+    """
+    return " ".join(f"{type(error).__name__}: {error}".split())[:limit]

@@ -42,3 +42,15 @@ def test_a_complete_export_replaces_the_previous_one(tmp_path, monkeypatch):
     assert workdir_export.export_workdir(str(tmp_path)) == str(previous)
     assert (previous / "serving.json").read_text() == '{"export": "new"}'
     assert sorted(os.listdir(tmp_path / "export")) == ["tf_saved_model"]
+
+
+def test_an_output_that_is_not_an_export_is_refused_before_exporting(tmp_path, monkeypatch):
+    (tmp_path / "model.keras").write_bytes(b"stand-in")
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "holiday.jpg").write_bytes(b"jpeg")
+    exports = []
+    monkeypatch.setattr(workdir_export, "export_saved_model_file", exports.append)
+    with pytest.raises(ValueError, match="is not a kstory export"):
+        workdir_export.export_workdir(str(tmp_path), output=str(other))
+    assert exports == [] and os.listdir(other) == ["holiday.jpg"]

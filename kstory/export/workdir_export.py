@@ -17,8 +17,8 @@ def default_export_dir(workdir, export_format):
     return os.path.join(workdir, EXPORT_DIR, export_format)
 
 
-def _clear_previous_export(path):
-    """Removes an earlier kstory export at `path`; refuses any other folder."""
+def _check_replaceable(path):
+    """Refuses an existing `path` that is neither empty nor an earlier kstory export."""
     if not os.path.exists(path):
         return
     is_empty_folder = os.path.isdir(path) and not os.listdir(path)
@@ -27,7 +27,6 @@ def _clear_previous_export(path):
     )
     if not (is_empty_folder or is_export):
         raise ValueError(f"{path} exists and is not a kstory export; choose another --output.")
-    shutil.rmtree(path)
 
 
 def export_workdir(workdir, export_format="tf_saved_model", output=None):
@@ -50,6 +49,7 @@ def export_workdir(workdir, export_format="tf_saved_model", output=None):
     if not os.path.exists(model_path):
         raise ValueError(f"{workdir} has no {MODEL_FILE}; train it first (kstory train).")
     output = output or default_export_dir(workdir, export_format)
+    _check_replaceable(output)  # Before the export, which takes minutes.
     # Written beside, then renamed over the previous export: a reader never
     # finds half an export, and a failed export leaves the previous one.
     incoming = f"{output.rstrip(os.sep)}.incoming"
@@ -59,7 +59,7 @@ def export_workdir(workdir, export_format="tf_saved_model", output=None):
             export_saved_model_file(model_path, incoming)
         else:
             export_onnx_file(model_path, incoming)
-        _clear_previous_export(output)
+        shutil.rmtree(output, ignore_errors=True)
         os.replace(incoming, output)
     finally:
         shutil.rmtree(incoming, ignore_errors=True)

@@ -47,6 +47,7 @@ from kstory.workdir import read_json
 from kstory.workdir import write_json
 from kstory.workdir_lock import WorkdirLock
 from kstory.workdir_state_error import WorkdirStateError
+from kstory.workdir_state_error import error_summary
 
 logger = logging.getLogger("kstory.train")
 
@@ -289,8 +290,8 @@ def _load_best_weights(model, path):
         model.load_weights(path)
     except Exception as error:  # h5py and Keras raise many kinds for a damaged file.
         raise WorkdirStateError(
-            f"{path}, the best checkpoint, cannot be read ({type(error).__name__}: "
-            f"{' '.join(str(error).split())[:200]}); it may be truncated or half-copied. "
+            f"{path}, the best checkpoint, cannot be read ({error_summary(error)}); it may "
+            "be truncated or half-copied. "
             "Copy it again, or delete it and rerun the same command to save the last "
             "weights instead."
         ) from None

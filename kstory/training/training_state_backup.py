@@ -12,6 +12,7 @@ import numpy as np
 from kstory.training.non_finite_loss_error import NonFiniteLossError
 from kstory.workdir import sync_file
 from kstory.workdir_state_error import WorkdirStateError
+from kstory.workdir_state_error import error_summary
 
 STATE_FILE = "state.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -44,8 +45,7 @@ def _check_generation(folder):
             for name in arrays.files:
                 arrays[name]
     except Exception as error:  # json, h5py, zipfile and OS errors alike.
-        reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
-        raise ValueError(f"{path} cannot be read ({reason})") from None
+        raise ValueError(f"{path} cannot be read ({error_summary(error)})") from None
     return state
 
 
@@ -223,8 +223,7 @@ class TrainingStateBackup(keras.callbacks.Callback):
         try:
             self.model.load_weights(path)
         except Exception as error:  # Keras and h5py raise many kinds for missing keys.
-            reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
-            raise WorkdirStateError(f"{path} cannot be loaded ({reason})") from None
+            raise WorkdirStateError(f"{path} cannot be loaded ({error_summary(error)})") from None
         # By position: variable paths carry per-process counters.
         for index, variable in enumerate(states):
             variable.assign(arrays[f"seed_{index}"])
