@@ -78,9 +78,10 @@ def atomic_path(path):
     The temporary name keeps the extension, which Keras's savers check.
 
     Example:
-    >>> with atomic_path("runs/doc-atomic.txt") as incoming:
+    >>> path = f"{tmp_dir}/notes.txt"
+    >>> with atomic_path(path) as incoming:
     ...     _ = open(incoming, "w").write("whole")
-    >>> open("runs/doc-atomic.txt").read()
+    >>> open(path).read()
     'whole'
     """
     incoming = incoming_path(path)

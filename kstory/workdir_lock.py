@@ -54,8 +54,8 @@ class WorkdirLock:
         command: str. What holds it, for the message (e.g. `"train"`).
 
     Example:
-    >>> with WorkdirLock("runs/doc-lock", "train"):
-    ...     os.path.exists("runs/doc-lock/workdir.lock.json")
+    >>> with WorkdirLock(f"{tmp_dir}/run", "train"):
+    ...     os.path.exists(f"{tmp_dir}/run/workdir.lock.json")
     True
     """
 

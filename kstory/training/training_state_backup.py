@@ -150,7 +150,7 @@ class TrainingStateBackup(keras.callbacks.Callback):
             at epoch ends only.
 
     Example:
-    >>> backup = TrainingStateBackup("runs/tiny/backup", 300, every_batches=50)
+    >>> backup = TrainingStateBackup(f"{tmp_dir}/backup", 300, every_batches=50)
     >>> epoch, step = backup.epoch, backup.step  # where fit() must resume
     """
 
