@@ -11,6 +11,7 @@ here, so that every command agrees on them.
   data/                  the embedded shards, or caches of the data (DATA_DIR)
   backup/                the training state a killed run resumes from (BACKUP_DIR)
   cache/image_features/  a frozen image encoder's features (FEATURE_CACHE_DIR)
+  cache/text_states/     the frozen text layers' states of each caption (TEXT_CACHE_DIR)
   checkpoints/best.weights.h5                        (BEST_WEIGHTS_PATH)
   history.csv, logs/, loss_curve.png                 (HISTORY_FILE, LOGS_DIR, LOSS_CURVE_FILE)
   model.keras            the trained model (MODEL_FILE)
@@ -37,6 +38,7 @@ TRAIN_PROVENANCE_FILE = "train_provenance.json"
 DATA_DIR = "data"
 BACKUP_DIR = "backup"
 FEATURE_CACHE_DIR = os.path.join("cache", "image_features")
+TEXT_CACHE_DIR = os.path.join("cache", "text_states")
 BEST_WEIGHTS_PATH = os.path.join("checkpoints", "best.weights.h5")
 HISTORY_FILE = "history.csv"
 LOGS_DIR = "logs"

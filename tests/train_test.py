@@ -222,25 +222,39 @@ def test_frozen_encoder_trains_from_the_feature_cache_and_resumes(
     smoke_config, tmp_path, monkeypatch
 ):
     from kstory.data import feature_cache
+    from kstory.data import text_cache
 
     builds = []
-    write_arrays = feature_cache._write_arrays
-    monkeypatch.setattr(
-        feature_cache, "_write_arrays", lambda *args: builds.append(1) or write_arrays(*args)
-    )
-    config = apply_overrides(
-        smoke_config, ["model.freeze_image_encoder=true", "train.backup_every_batches=1"]
-    )
+    for module, name in ((feature_cache, "_write_arrays"), (text_cache, "_write_states")):
+        write = getattr(module, name)
+        monkeypatch.setattr(
+            module, name, lambda *args, name=name, write=write: builds.append(name) or write(*args)
+        )
+    overrides = ["model.freeze_image_encoder=true", "train.backup_every_batches=1"]
+    with pytest.raises(ValueError, match="train.text_feature_cache=true needs frozen text"):
+        train(
+            apply_overrides(
+                smoke_config,
+                [*overrides, "model.num_frozen_text_layers=0", "train.text_feature_cache=true"],
+            ),
+            str(tmp_path / "refused"),
+        )
+    # Both caches: the image encoder's, and the lower text layer's.
+    config = apply_overrides(smoke_config, [*overrides, "model.num_frozen_text_layers=1"])
     workdir = str(tmp_path / "run")
     with pytest.raises(Interrupt):
         train(config, workdir, extra_callbacks=[InterruptAfterBatch(2)], verbose=0)
     model = train(config, workdir, verbose=0)
-    assert builds == [1]  # The resumed run reused the cache.
-    (cache_dir,) = os.listdir(os.path.join(workdir, "cache", "image_features"))
-    info = json.load(
-        open(os.path.join(workdir, "cache", "image_features", cache_dir, "cache.json"))
-    )
+    assert builds == ["_write_arrays", "_write_states"]  # The resumed run reused both.
+    infos = {}
+    for cache in ("image_features", "text_states"):
+        (cache_dir,) = os.listdir(os.path.join(workdir, "cache", cache))
+        infos[cache] = json.load(
+            open(os.path.join(workdir, "cache", cache, cache_dir, "cache.json"))
+        )
+    info = infos["image_features"]
     assert info["num_frames"] <= info["num_story_frames"]
+    assert 0 < infos["text_states"]["num_captions"] <= infos["text_states"]["num_story_captions"]
     assert int(model.optimizer.iterations.numpy()) > 0
     with open(os.path.join(workdir, "history.csv")) as file:
         assert len(file.read().strip().splitlines()) == 1 + 2

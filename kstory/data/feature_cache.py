@@ -192,9 +192,7 @@ def build_feature_cache(stories, backbone, cache_dir, batch_size=64):
         logger.info("Feature cache %s lacks %d frames; rebuilding it.", path, len(missing))
     num_slots = sum(story.num_frames for story in stories)
     start = time.perf_counter()
-    partial = f"{path}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    os.makedirs(partial)
+    partial = partial_folder(path)
     _write_arrays(partial, list(images_by_key.values()), backbone, batch_size)
     with open(os.path.join(partial, "frame_keys.txt"), "w") as file:
         file.write("\n".join(images_by_key) + "\n")
@@ -208,15 +206,7 @@ def build_feature_cache(stories, backbone, cache_dir, batch_size=64):
         "build_seconds": round(time.perf_counter() - start, 2),
         "backend": keras.backend.backend(),
     }
-    with open(os.path.join(partial, "cache.json"), "w") as file:
-        json.dump(info, file, indent=2)
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(partial, path)
-    for name in os.listdir(cache_dir):
-        stale = os.path.join(cache_dir, name)
-        if stale != path and "." not in name and os.path.isdir(stale):
-            logger.info("Deleting the stale feature cache %s.", stale)
-            shutil.rmtree(stale)
+    publish_cache(partial, path, info)
     logger.info(
         "Feature cache %s: %d unique frames of %d story frames, built in %.1f s.",
         path,
@@ -225,6 +215,35 @@ def build_feature_cache(stories, backbone, cache_dir, batch_size=64):
         info["build_seconds"],
     )
     return FeatureCache(path)
+
+
+def partial_folder(path):
+    """A fresh folder beside the cache folder `path` to build it in."""
+    partial = f"{path}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(partial)
+    return partial
+
+
+def publish_cache(partial, path, info):
+    """Writes `cache.json` into the built `partial` folder and renames it to
+    `path`; then deletes the other (stale) caches beside it."""
+    with open(os.path.join(partial, "cache.json"), "w") as file:
+        json.dump(info, file, indent=2)
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(partial, path)
+    cache_dir = os.path.dirname(path)
+    for name in os.listdir(cache_dir):
+        stale = os.path.join(cache_dir, name)
+        if stale != path and "." not in name and os.path.isdir(stale):
+            logger.info("Deleting the stale cache %s.", stale)
+            shutil.rmtree(stale)
+
+
+def pad_batch(array, batch_size):
+    """`array` padded along its first axis to `batch_size` rows: data-parallel
+    devices take equal slices."""
+    return np.pad(array, [(0, batch_size - len(array))] + [(0, 0)] * (array.ndim - 1))
 
 
 def _write_arrays(path, images, backbone, batch_size):
@@ -262,9 +281,7 @@ def _write_arrays(path, images, backbone, batch_size):
     )
     row = 0
     for context_frames, target_frames in dataset.as_numpy_iterator():
-        # Padded to a full batch: data-parallel devices take equal slices.
-        padding = [(0, batch_size - len(context_frames))] + [(0, 0)] * 3
-        features, last_frames = encoder.predict_on_batch(np.pad(context_frames, padding))
+        features, last_frames = encoder.predict_on_batch(pad_batch(context_frames, batch_size))
         end = row + len(context_frames)
         features, last_frames = features[: end - row], last_frames[: end - row]
         files["features"][row:end] = keras.ops.convert_to_numpy(features).astype("float32")

@@ -164,6 +164,10 @@ def make_dataset(
         - With `feature_cache`, `image_features` float32 `(batch,
           num_context_steps, features)` and `last_frames` uint8 `(batch, 2,
           target_image_size, target_image_size, 3)` replace `images`.
+        - With `text_cache`, `text_states` float32 `(batch,
+          num_context_steps, L, hidden)` and `caption_states` `(batch, L,
+          hidden)`, the frozen text layers' output for the context captions
+          and the next caption (`kstory.data.text_cache`).
         - With `entity_slots`, `context_entities` int32 `(batch,
           num_context_steps, num_slots)`: each context frame's grounded
           entities as slots (`kstory.data.entities`).
@@ -207,6 +211,9 @@ def make_dataset(
               `stories`, or None. Then windows read the frozen image
               encoder's features and small frames from it instead of
               decoding images (for `CachedFeatureTrainer`).
+            - `text_cache`: `TextCache` holding every caption of `stories`,
+              or None. Then windows also carry the frozen text layers'
+              states of their captions (for `CachedFeatureTrainer`).
             - `frame_keys`: bool, False. Add the `context_frame_keys` target
               (`kstory train` does). Off by default: a model compiled with
               one loss per target would find no loss for it.
@@ -295,6 +302,7 @@ class _Windows:
         image_resize="squash",
         entity_slots=0,
         feature_cache=None,
+        text_cache=None,
         frame_keys=False,
     ):
         windows = story_windows(stories, num_context_steps, window_mode)
@@ -315,11 +323,15 @@ class _Windows:
             self.load_frames = _frame_loader(
                 stories, num_context_steps, image_size, target_image_size, image_resize
             )
-            self.image_keys = ("images",)
+            self.loaded_keys = ("images",)
         else:
             feature_cache.check_sizes(image_size, target_image_size, image_resize)
             self.load_frames = feature_cache.window_loader(stories, num_context_steps)
-            self.image_keys = ("image_features", "last_frames")
+            self.loaded_keys = ("image_features", "last_frames")
+        self.load_texts = None
+        if text_cache is not None:
+            self.load_texts = text_cache.window_loader(stories, num_context_steps)
+            self.loaded_keys += ("text_states", "caption_states")
         self.preprocessor = preprocessor
         self.num_context_steps = num_context_steps
         self.frame_keys = frame_keys
@@ -334,6 +346,7 @@ class _Windows:
         texts = tf.gather(self.frame_texts, indices)
         window = {
             **self.load_frames(indices),
+            **(self.load_texts(indices) if self.load_texts else {}),
             "context_texts": texts[: self.num_context_steps],
             "next_text": texts[self.num_context_steps],
         }
@@ -346,7 +359,7 @@ class _Windows:
     def tokenize(self, batch):
         text = self.preprocessor(batch["context_texts"], batch["next_text"])
         inputs = {
-            **{key: batch[key] for key in self.image_keys},
+            **{key: batch[key] for key in self.loaded_keys},
             "token_ids": text["token_ids"],
             # int32, as the model declares it (a bool batch cannot be
             # averaged across replicas, which Keras does under tf.distribute).

@@ -1,5 +1,7 @@
 """Encodes the caption of every story step with one keras-hub backbone."""
 
+import functools
+
 import keras
 from keras import ops
 
@@ -16,6 +18,12 @@ class StepTextEncoder(keras.layers.Layer):
     The embeddings and the lowest `num_frozen_layers` transformer layers are
     frozen; this is re-applied on load, since a backbone's config does not
     record it.
+
+    The frozen layers always run in inference mode (no dropout), as Keras
+    runs a frozen `BatchNormalization`: they are a fixed feature extractor,
+    so their output for a caption is the same in every epoch and can be
+    cached (`frozen_states`, `kstory.data.text_cache`). The call then takes
+    those cached states as `frozen_states` and runs only the trainable layers.
 
     Args:
         backbone: a keras-hub BERT-family backbone (`DistilBertBackbone`,
@@ -56,30 +64,86 @@ class StepTextEncoder(keras.layers.Layer):
             if "embedding" in layer.name or layer.name in frozen_names:
                 layer.trainable = False
 
-    def build(self, token_ids_shape, padding_mask_shape=None):
+    def build(self, token_ids_shape, padding_mask_shape=None, frozen_states_shape=None):
         # The wrapped keras-hub backbone is a functional model: built already.
         self.built = True
 
-    def call(self, token_ids, padding_mask):
-        num_steps, length = token_ids.shape[1], token_ids.shape[2]
+    @property
+    def _layer_names(self):
+        return [f"transformer_layer_{i}" for i in range(getattr(self.backbone, "num_layers", 0))]
+
+    @property
+    def splits(self):
+        """Whether the frozen layers run apart from the trainable ones: some
+        are frozen, and the backbone names its layers `transformer_layer_<i>`
+        (BERT-family keras-hub backbones do)."""
+        names = {layer.name for layer in self.backbone.layers}
+        layer_names = self._layer_names
+        return self.num_frozen_layers >= 0 and bool(layer_names) and set(layer_names) <= names
+
+    @property
+    def caches(self):
+        """Whether caching the frozen states saves work: a transformer layer is frozen."""
+        return self.splits and self.num_frozen_layers >= 1
+
+    # A cached property sets the instance's __dict__ directly, so the model
+    # is not tracked: its variables are the backbone's, saved with it.
+    @functools.cached_property
+    def frozen_stack(self):
+        """The embeddings and the frozen layers, over the backbone's own layers."""
+        if self.num_frozen_layers == 0:
+            output = self.backbone.get_layer("transformer_layer_0").input[0]
+        else:
+            output = self.backbone.get_layer(self._layer_names[self.num_frozen_layers - 1]).output
+        return keras.Model(self.backbone.input, output, name="frozen_text_stack")
+
+    def _flat_inputs(self, token_ids, padding_mask):
+        length = token_ids.shape[-1]
         flat_inputs = {
             "token_ids": ops.reshape(token_ids, (-1, length)),
             "padding_mask": ops.reshape(padding_mask, (-1, length)),
         }
         if self.takes_segment_ids:
             flat_inputs["segment_ids"] = ops.zeros_like(flat_inputs["token_ids"])
-        outputs = self.backbone(flat_inputs)
-        if isinstance(outputs, dict):
-            outputs = outputs["sequence_output"]
+        return flat_inputs
+
+    def frozen_states(self, token_ids, padding_mask):
+        """The frozen layers' output `(batch, steps, length, hidden_dim)`, in
+        inference mode: what `kstory.data.text_cache` stores."""
+        if not self.splits:
+            raise ValueError(
+                "The text encoder has no frozen layers to run apart "
+                f"(num_frozen_layers={self.num_frozen_layers})."
+            )
+        states = self.frozen_stack(self._flat_inputs(token_ids, padding_mask), training=False)
+        return ops.reshape(states, (*token_ids.shape[:3], states.shape[-1]))
+
+    def call(self, token_ids, padding_mask, frozen_states=None, training=None):
+        num_steps, length = token_ids.shape[1], token_ids.shape[2]
+        flat_inputs = self._flat_inputs(token_ids, padding_mask)
+        if not self.splits:
+            outputs = self.backbone(flat_inputs, training=training)
+            if isinstance(outputs, dict):
+                outputs = outputs["sequence_output"]
+        else:
+            if frozen_states is None:
+                outputs = self.frozen_stack(flat_inputs, training=False)
+            else:
+                outputs = ops.reshape(frozen_states, (-1, length, frozen_states.shape[-1]))
+                outputs = ops.cast(outputs, self.backbone.compute_dtype)
+            for name in self._layer_names[max(self.num_frozen_layers, 0) :]:
+                outputs = self.backbone.get_layer(name)(
+                    outputs, padding_mask=flat_inputs["padding_mask"], training=training
+                )
         hidden_dim = outputs.shape[-1]
         token_states = ops.reshape(outputs, (-1, num_steps, length, hidden_dim))
         return token_states[:, :, 0, :], token_states
 
-    def compute_output_shape(self, token_ids_shape, padding_mask_shape=None):
+    def compute_output_shape(self, token_ids_shape, padding_mask_shape=None, *args):
         hidden_dim = self.backbone.hidden_dim
         return (*token_ids_shape[:2], hidden_dim), (*token_ids_shape, hidden_dim)
 
-    def compute_output_spec(self, token_ids, padding_mask, training=None):
+    def compute_output_spec(self, token_ids, padding_mask, frozen_states=None, training=None):
         # The wrapped backbone's dtype, whatever this layer's policy.
         return tuple(
             keras.KerasTensor(shape, dtype=self.backbone.compute_dtype)

@@ -266,7 +266,11 @@ class StoryBackbone(keras_hub.models.Backbone):
             "next_image": self.predict_next_image(
                 last_frames,
                 encoded["story_state"],
-                self.embed_caption(inputs["decoder_token_ids"], training=training),
+                self.embed_caption(
+                    inputs["decoder_token_ids"],
+                    training=training,
+                    frozen_states=inputs.get("caption_states"),
+                ),
             ),
             "next_token_logits": self.text_decoder(
                 inputs["decoder_token_ids"],
@@ -313,7 +317,10 @@ class StoryBackbone(keras_hub.models.Backbone):
             features = ops.reshape(features, (-1, images.shape[1], features.shape[-1]))
         image_embeddings = self.image_projection(features)
         cls_vectors, token_states = self.text_encoder(
-            inputs["token_ids"], inputs["padding_mask"], training=training
+            inputs["token_ids"],
+            inputs["padding_mask"],
+            frozen_states=inputs.get("text_states"),
+            training=training,
         )
         text_embeddings = self.text_projection(
             self._contrastive_text_vectors(cls_vectors, token_states, inputs["padding_mask"])
@@ -371,7 +378,7 @@ class StoryBackbone(keras_hub.models.Backbone):
             return cls_vectors
         return masked_mean(token_states, padding_mask)
 
-    def embed_caption(self, token_ids, training=None):
+    def embed_caption(self, token_ids, training=None, frozen_states=None):
         """The next caption as the image decoder reads it: `(batch, embedding_dim)`.
 
         The masked mean of the text encoder's token states, through a
@@ -386,12 +393,22 @@ class StoryBackbone(keras_hub.models.Backbone):
         never learnt the scene. Each token's state keeps its own word, so their
         mean carries every word from the first step (docs/fusion.md).
         """
-        token_ids = token_ids[:, : self.sequence_length]
-        padding_mask = ops.cast(ops.not_equal(token_ids, self.pad_token_id), "int32")
+        token_ids, padding_mask = self.caption_tokens(token_ids)
+        if frozen_states is not None:
+            frozen_states = frozen_states[:, None]
         _, token_states = self.text_encoder(
-            token_ids[:, None, :], padding_mask[:, None, :], training=training
+            token_ids[:, None, :],
+            padding_mask[:, None, :],
+            frozen_states=frozen_states,
+            training=training,
         )
         return self.caption_projection(masked_mean(token_states[:, 0], padding_mask))
+
+    def caption_tokens(self, token_ids):
+        """`(token_ids, padding_mask)` of the next caption as `embed_caption`
+        encodes it: cut to `sequence_length`, padding masked."""
+        token_ids = token_ids[:, : self.sequence_length]
+        return token_ids, ops.cast(ops.not_equal(token_ids, self.pad_token_id), "int32")
 
     def predict_next_image(self, images, story_state, caption_embedding):
         """The next frame from the story state, the embedding of the next

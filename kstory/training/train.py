@@ -17,6 +17,7 @@ from kstory.data.pipeline import pipeline_options
 from kstory.data.skip_log import format_skip_report
 from kstory.data.sources import load_splits
 from kstory.data.story_text_preprocessor import StoryTextPreprocessor
+from kstory.data.text_cache import build_text_cache
 from kstory.data.tokenizer_loading import load_tokenizer
 from kstory.data.windows import story_windows
 from kstory.distribution import data_parallel
@@ -41,6 +42,7 @@ from kstory.workdir import LOGS_DIR
 from kstory.workdir import LOSS_CURVE_FILE
 from kstory.workdir import MODEL_FILE
 from kstory.workdir import SKIPPED_FILE
+from kstory.workdir import TEXT_CACHE_DIR
 from kstory.workdir import TRAIN_PROVENANCE_FILE
 from kstory.workdir import atomic_path
 from kstory.workdir import read_json
@@ -170,6 +172,18 @@ def _uses_feature_cache(config):
     return setting == "true" or (setting == "auto" and frozen)
 
 
+def _uses_text_cache(config, model, uses_feature_cache):
+    setting = config.train.text_feature_cache
+    needs = []
+    if not uses_feature_cache:
+        needs.append("the image feature cache (train.image_feature_cache)")
+    if not model.backbone.text_encoder.caches:
+        needs.append("frozen text layers (model.num_frozen_text_layers >= 1)")
+    if setting == "true" and needs:
+        raise ValueError(f"train.text_feature_cache=true needs {' and '.join(needs)}.")
+    return setting == "true" or (setting == "auto" and not needs)
+
+
 def _distribution(config, coordinator_address, num_processes, process_id):
     """Switches on `config.distribution`: (replicas, model scope, make_dataset shards)."""
     if config.distribution == "none":
@@ -238,20 +252,31 @@ def _training_data(config, workdir):
 def _compiled_models(config, workdir, splits, preprocessor, replicas):
     """Builds and compiles the model, in the distribution's scope.
 
-    Returns `(model, fit_model, feature_cache)`: `fit_model` is the model
+    Returns `(model, fit_model, caches)`: `fit_model` is the model
     itself, or the trainer that fits its weights from the frozen image
-    encoder's cached features (then `feature_cache` is that cache).
+    encoder's cached features; `caches` are the `feature_cache` and
+    `text_cache` options of the datasets (None when not used).
     """
     model = build_story_model(config.model, config.data, preprocessor)
-    fit_model, feature_cache = model, None
+    fit_model, caches = model, {"feature_cache": None, "text_cache": None}
+    stories = splits["train"] + splits["validation"]
+    uses_text_cache = _uses_text_cache(config, model, _uses_feature_cache(config))
     if _uses_feature_cache(config):
-        feature_cache = build_feature_cache(
-            splits["train"] + splits["validation"],
+        caches["feature_cache"] = build_feature_cache(
+            stories,
             model.backbone,
             os.path.join(workdir, FEATURE_CACHE_DIR),
             batch_size=64 * replicas,
         )
         fit_model = CachedFeatureTrainer(model)
+    if uses_text_cache:
+        caches["text_cache"] = build_text_cache(
+            stories,
+            model.backbone,
+            preprocessor,
+            os.path.join(workdir, TEXT_CACHE_DIR),
+            batch_size=256 * replicas,
+        )
     fit_model.compile(
         optimizer=keras.optimizers.AdamW(
             learning_rate=config.train.learning_rate, weight_decay=config.train.weight_decay
@@ -263,7 +288,7 @@ def _compiled_models(config, workdir, splits, preprocessor, replicas):
     # traced twice: building it here saves that second trace (about a
     # third of a run's start-up on the tiny config).
     fit_model.optimizer.build(fit_model.trainable_variables)
-    return model, fit_model, feature_cache
+    return model, fit_model, caches
 
 
 def _batch_norm_recalibration(config, model, train_stories):
@@ -331,7 +356,9 @@ def train(
     """Trains `config` in `workdir`; re-running on the same workdir resumes.
 
     With a frozen image encoder, first builds (or reuses) the feature cache
-    in `cache/` and trains from it (see `train.image_feature_cache`).
+    in `cache/` and trains from it (see `train.image_feature_cache`); with
+    frozen text layers too, their states of each caption in `text_cache/`
+    (see `train.text_feature_cache`).
     Writes `config.json`, `skipped_stories.json` (each story the readers
     refused, by id, with the reason), `backup/` (`TrainingStateBackup`),
     `checkpoints/best.weights.h5`, `history.csv`, TensorBoard `logs/`, the
@@ -371,12 +398,10 @@ def _train(config, workdir, extra_callbacks, verbose, cluster, config_path):
     keras.utils.set_random_seed(config.seed)
     splits, preprocessor = _training_data(config, workdir)
     with scope():
-        model, fit_model, feature_cache = _compiled_models(
-            config, workdir, splits, preprocessor, replicas
-        )
+        model, fit_model, caches = _compiled_models(config, workdir, splits, preprocessor, replicas)
     dataset_options = dict(
         pipeline_options(data, config.model.grounding_head),
-        feature_cache=feature_cache,
+        **caches,
         frame_keys=True,
         **shards,
     )

@@ -40,6 +40,11 @@ class TrainConfig:
             image encoder (`kstory.data.feature_cache`): `"auto"` does when
             `model.freeze_image_encoder` is set, `"true"` requires it,
             `"false"` always decodes and encodes the frames.
+        text_feature_cache: str. Also train from cached states of the frozen
+            text layers (`kstory.data.text_cache`): `"auto"` does when the
+            image feature cache is used and `model.num_frozen_text_layers`
+            >= 1, `"true"` requires both, `"false"` runs every caption
+            through them.
     """
 
     epochs: int = 20
@@ -50,6 +55,7 @@ class TrainConfig:
     batch_norm_recalibration_batches: int = 10
     jit_compile: str = "auto"
     image_feature_cache: str = "auto"
+    text_feature_cache: str = "auto"
 
     def __post_init__(self):
         check_field_types(self, "train")
@@ -59,7 +65,11 @@ class TrainConfig:
         check_choices(
             self,
             "train",
-            {"jit_compile": JIT_COMPILE_CHOICES, "image_feature_cache": ("auto", "true", "false")},
+            {
+                "jit_compile": JIT_COMPILE_CHOICES,
+                "image_feature_cache": ("auto", "true", "false"),
+                "text_feature_cache": ("auto", "true", "false"),
+            },
         )
         non_negative = (
             "weight_decay",
