@@ -109,7 +109,7 @@ results-model: setup demo
 	$(BIN)/kstory --backend tensorflow serve-check --export runs/tiny/export/onnx --windows 16 --report results/export_onnx_check.md
 
 results-speed: setup
-	$(BIN)/python benchmarks/compare_backends.py --shape tiny --steps 20 --report results/bench_cpu.md
+	$(BIN)/python benchmarks/compare_backends.py --shapes tiny,cpu --steps 20 --report results/bench_cpu.md
 	KERAS_BACKEND=tensorflow $(BIN)/kstory bench --epoch --stories 600 --report results/bench_epoch_cpu.md
 	$(BIN)/python benchmarks/replica_scaling.py --report results/replica_scaling_cpu.md
 	$(BIN)/python benchmarks/time_quickstart.py --report results/quickstart_time.md

@@ -395,10 +395,37 @@ def _bench(args):
             print(f"{name:>25}: {value}")
     print(json.dumps(result))
     if args.report:
-        title = "Epoch time, naive vs feature cache" if args.epoch else "Train-step speed"
+        title = "Epoch time: naive vs image cache vs image + text cache"
+        summary = _epoch_summary(result) if args.epoch else ""
+        if not args.epoch:
+            title = "Train-step speed"
         rows = "\n".join(f"| {name} | {value} |" for name, value in result.items())
-        body = f"| measure | value |\n|---|---|\n{rows}\n\nRaw result:\n\n```\n"
+        body = f"{summary}| measure | value |\n|---|---|\n{rows}\n\nRaw result:\n\n```\n"
         _write_report(args.report, title, body + json.dumps(result) + "\n```")
+
+
+def _epoch_summary(result):
+    """The three epochs of `kstory bench --epoch` side by side (Markdown)."""
+    runs = {"naive": "naive", "cached": "image cache", "text_cached": "image + text cache"}
+    builds = {
+        "naive": "none",
+        "cached": f"{result['cache_build_s']} s",
+        "text_cached": f"{result['cache_build_s']} + {result['text_cache_build_s']} s",
+    }
+    lines = [
+        "| run | epoch s | × naive | GFLOP/step | MFU | one-time build |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run, name in runs.items():
+        epoch_s = result[f"{run}_epoch_s"]
+        lines.append(
+            f"| {name} | {epoch_s} | {result['naive_epoch_s'] / epoch_s:.2f} | "
+            f"{result[f'{run}_gflops_per_step']} | {result[f'{run}_mfu']:.2%} | {builds[run]} |"
+        )
+    return (
+        "\n".join(lines) + f"\n\nSteady-state (last) epochs; peak {result['peak_tflops']} TFLOP/s "
+        f"({result['peak_source']}).\n\n"
+    )
 
 
 def _parser():

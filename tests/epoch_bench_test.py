@@ -17,13 +17,26 @@ def test_synthetic_stories_are_shaped_like_story_reasoning():
 @pytest.mark.single_backend
 def test_epoch_bench_times_naive_and_cached_epochs():
     result = run_epoch_bench("tiny", num_stories=3, epochs=2)
+    assert result["frozen_text_layers"] == "1 of 2"
     assert result["unique_frames"] == result["frames"]
+    assert 0 < result["unique_captions"] <= result["frames"]
     assert result["windows"] == result["frames"] - 4 * 3
     assert result["frame_slots_per_epoch"] == 5 * result["windows"]
-    for name in ("naive_epoch_s", "cached_epoch_s", "cache_build_s", "naive_decode_only_epoch_s"):
+    for name in (
+        "naive_epoch_s",
+        "cached_epoch_s",
+        "text_cached_epoch_s",
+        "cache_build_s",
+        "text_cache_build_s",
+        "naive_decode_only_epoch_s",
+    ):
         assert result[name] > 0, name
-    assert result["epoch_speedup"] == pytest.approx(
-        result["naive_epoch_s"] / result["cached_epoch_s"], rel=0.1
-    )
+    ratios = {
+        "epoch_speedup": ("naive_epoch_s", "cached_epoch_s"),
+        "text_cache_epoch_speedup": ("naive_epoch_s", "text_cached_epoch_s"),
+        "text_cache_over_image_cache": ("cached_epoch_s", "text_cached_epoch_s"),
+    }
+    for name, (slower, faster) in ratios.items():
+        assert result[name] == pytest.approx(result[slower] / result[faster], rel=0.1), name
     with pytest.raises(ValueError, match="at least 2 epochs"):
         run_epoch_bench("tiny", num_stories=3, epochs=1)

@@ -9,12 +9,16 @@ import keras
 import numpy as np
 from PIL import Image
 
+from kstory.bench.flops import measured_peak_flops
+from kstory.bench.flops import train_step_flops
 from kstory.bench.train_step_bench import BENCH_SHAPES
+from kstory.bench.train_step_bench import device
 from kstory.data.feature_cache import build_feature_cache
 from kstory.data.pipeline import make_train_stream
 from kstory.data.pipeline import pipeline_options
 from kstory.data.story import Story
 from kstory.data.story_text_preprocessor import StoryTextPreprocessor
+from kstory.data.text_cache import build_text_cache
 from kstory.data.tokenizer_loading import load_tokenizer
 from kstory.data.windows import story_windows
 from kstory.models.builders import build_story_model
@@ -105,19 +109,54 @@ def _one_pass_seconds(dataset):
     return time.perf_counter() - start
 
 
-def run_epoch_bench(shape_name="cpu", num_stories=STORY_REASONING_TRAIN_STORIES, epochs=2, seed=0):
-    """Times training epochs naively (decode and encode every window's
-    frames) and from the deduplicated feature cache, on synthetic stories.
+def _timed_fit(fit_model, backbone, dataset, epochs, steps):
+    """Fits `epochs` epochs; returns each epoch's seconds and the step's
+    FLOPs (`kstory.bench.flops`, counted on one sample of the first batch)."""
+    inputs, _ = next(iter(dataset))
+    sample = {key: np.asarray(value)[:1] for key, value in inputs.items()}
+    flops = train_step_flops(fit_model, backbone, sample, len(inputs["token_ids"]))["step"]
+    timer = _EpochTimer()
+    fit_model.fit(dataset, epochs=epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0)
+    return timer.seconds, flops
 
-    Both runs train the same model for `epochs` epochs over every 4->1
+
+def _cached_run(stories, preprocessor, model, cache_dir, options, text, steps):
+    """Builds the caches (timed) and trains from them: `(build seconds by
+    cache, epoch seconds, FLOPs per step, caches)`.
+
+    With `text`, the frozen text layers' states are read from their cache too.
+    """
+    start = time.perf_counter()
+    caches = {"feature_cache": build_feature_cache(stories, model.backbone, f"{cache_dir}/images")}
+    image_build_s = time.perf_counter() - start
+    if text:
+        caches["text_cache"] = build_text_cache(
+            stories, model.backbone, preprocessor, f"{cache_dir}/text"
+        )
+    build_s = {"image": image_build_s, "text": time.perf_counter() - start - image_build_s}
+    trainer = CachedFeatureTrainer(model)
+    trainer.compile(optimizer=keras.optimizers.AdamW(1e-4))
+    stream = make_train_stream(stories, preprocessor, **options, **caches)
+    seconds, flops = _timed_fit(trainer, model.backbone, stream, options["epochs"], steps)
+    return build_s, seconds, flops, caches
+
+
+def run_epoch_bench(shape_name="cpu", num_stories=STORY_REASONING_TRAIN_STORIES, epochs=2, seed=0):
+    """Times training epochs three ways, on synthetic stories: naive (decode
+    and encode every window's frames and captions), from the image feature
+    cache, and from the image and text caches (the frozen text layers'
+    states of each caption too).
+
+    The runs train the same model for `epochs` epochs over every 4->1
     window; the last epoch's time is the steady state (the first includes
-    compilation). The cache's one-time build (decoding and encoding each
-    unique frame once) is timed separately, as is one pass of the naive
-    input pipeline alone (decoding and resizing, no model).
+    compilation). The caches' one-time builds (each unique frame decoded and
+    encoded once; each distinct caption through the frozen text layers once
+    per form) are timed separately, as is one pass of the naive input
+    pipeline alone (decoding and resizing, no model).
 
     Args:
         shape_name: str. A key of `BENCH_SHAPES`; its image encoder is frozen
-            here, as the cache requires.
+            here, as the cache requires, and it needs frozen text layers.
         num_stories: int. Synthetic stories; 3552 is StoryReasoning's train
             split.
         epochs: int. Epochs per run, at least 2.
@@ -140,42 +179,41 @@ def run_epoch_bench(shape_name="cpu", num_stories=STORY_REASONING_TRAIN_STORIES,
     num_windows = len(story_windows(stories, data.num_context_steps))
     steps = num_windows // data.batch_size
     options = dict(pipeline_options(data), seed=seed, epochs=epochs)
-
-    def timed_fit(fit_model, dataset):
-        timer = _EpochTimer()
-        fit_model.fit(dataset, epochs=epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0)
-        return timer.seconds
-
     decode_s = _one_pass_seconds(
         make_train_stream(stories, preprocessor, **dict(options, epochs=1))
     )
 
-    keras.utils.set_random_seed(seed)
-    model = build_story_model(model_config, data, preprocessor)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-4))
-    naive = timed_fit(model, make_train_stream(stories, preprocessor, **options))
+    def fresh_model():
+        keras.utils.set_random_seed(seed)
+        return build_story_model(model_config, data, preprocessor)
 
-    keras.utils.set_random_seed(seed)
-    model = build_story_model(model_config, data, preprocessor)
+    model = fresh_model()
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4))
+    naive, naive_flops = _timed_fit(
+        model, model.backbone, make_train_stream(stories, preprocessor, **options), epochs, steps
+    )
     with tempfile.TemporaryDirectory() as cache_dir:
-        start = time.perf_counter()
-        cache = build_feature_cache(stories, model.backbone, cache_dir)
-        build_s = time.perf_counter() - start
-        trainer = CachedFeatureTrainer(model)
-        trainer.compile(optimizer=keras.optimizers.AdamW(1e-4))
-        cached = timed_fit(
-            trainer, make_train_stream(stories, preprocessor, feature_cache=cache, **options)
-        )
-        unique_frames = cache.info["num_frames"]
+        runs = {
+            text: _cached_run(stories, preprocessor, fresh_model(), cache_dir, options, text, steps)
+            for text in (False, True)
+        }
+    (build_s, cached, cached_flops, _) = runs[False]
+    (text_build_s, text_cached, text_cached_flops, caches) = runs[True]
+    peak, peak_source = measured_peak_flops(device()[0] == "gpu")
+    epochs_s = {"naive": naive[-1], "cached": cached[-1], "text_cached": text_cached[-1]}
+    flops = {"naive": naive_flops, "cached": cached_flops, "text_cached": text_cached_flops}
     return {
         "impl": "kstory",
         "backend": keras.config.backend(),
         "shape": shape_name,
         "batch": data.batch_size,
         "image_size": data.image_size,
+        "frozen_text_layers": f"{model_config.num_frozen_text_layers} of "
+        f"{model_config.tiny_text_layers}",
         "stories": num_stories,
         "frames": sum(story.num_frames for story in stories),
-        "unique_frames": unique_frames,
+        "unique_frames": caches["feature_cache"].info["num_frames"],
+        "unique_captions": caches["text_cache"].info["num_captions"],
         "windows": num_windows,
         "frame_slots_per_epoch": num_windows * (data.num_context_steps + 1),
         "steps_per_epoch": steps,
@@ -184,9 +222,21 @@ def run_epoch_bench(shape_name="cpu", num_stories=STORY_REASONING_TRAIN_STORIES,
         "naive_decode_only_epoch_s": round(decode_s, 3),
         "naive_first_epoch_s": round(naive[0], 3),
         "naive_epoch_s": round(naive[-1], 3),
-        "cache_build_s": round(build_s, 3),
+        "cache_build_s": round(build_s["image"], 3),
         "cached_first_epoch_s": round(cached[0], 3),
         "cached_epoch_s": round(cached[-1], 3),
+        "text_cache_build_s": round(text_build_s["text"], 3),
+        "text_cached_first_epoch_s": round(text_cached[0], 3),
+        "text_cached_epoch_s": round(text_cached[-1], 3),
         "epoch_speedup": round(naive[-1] / cached[-1], 2),
-        "speedup_over_run": round(sum(naive) / (build_s + sum(cached)), 2),
+        "text_cache_epoch_speedup": round(naive[-1] / text_cached[-1], 2),
+        "text_cache_over_image_cache": round(cached[-1] / text_cached[-1], 2),
+        "speedup_over_run": round(sum(naive) / (build_s["image"] + sum(cached)), 2),
+        **{f"{run}_gflops_per_step": round(flops[run] / 1e9, 2) for run in flops},
+        **{
+            f"{run}_mfu": float(f"{flops[run] * steps / epochs_s[run] / peak:.3g}") for run in flops
+        },
+        "peak_tflops": float(f"{peak / 1e12:.3g}"),
+        "peak_source": peak_source,
+        "flops_method": "analytic, per layer (kstory.bench.flops)",
     }

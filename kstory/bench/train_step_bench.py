@@ -11,6 +11,8 @@ import keras
 import numpy as np
 
 from kstory import distribution
+from kstory.bench.flops import measured_peak_flops
+from kstory.bench.flops import train_step_flops
 from kstory.data.data_config import DataConfig
 from kstory.models.builders import build_story_model
 from kstory.models.model_config import ModelConfig
@@ -50,6 +52,7 @@ def _small_shape(image_size, image_encoder, freeze_image_encoder):
             tiny_text_layers=2,
             tiny_text_hidden_dim=64,
             tiny_text_heads=2,
+            num_frozen_text_layers=1,
             embedding_dim=128,
             fusion_dim=128,
             temporal_units=128,
@@ -140,7 +143,8 @@ def _as_cached_features(inputs, model, seed):
     return inputs
 
 
-def _device():
+def device():
+    """`(platform, device name)` of the backend's first device: `("gpu", …)` or `("cpu", …)`."""
     backend = keras.config.backend()
     if backend == "jax":
         import jax
@@ -176,6 +180,24 @@ def _peak_device_memory_mib():
     except (RuntimeError, AttributeError):
         return None
     return None
+
+
+def utilisation(flops, step_s, on_gpu, dtype_policy):
+    """FLOPs per step, achieved FLOP/s and MFU, JSON-ready (see `kstory.bench.flops`)."""
+    compute_dtype = keras.mixed_precision.DTypePolicy(dtype_policy).compute_dtype
+    peak, peak_source = measured_peak_flops(on_gpu, compute_dtype)
+    achieved = flops["step"] / step_s
+    return {
+        "gflops_per_step": round(flops["step"] / 1e9, 2),
+        "achieved_tflops": float(f"{achieved / 1e12:.3g}"),
+        "peak_tflops": float(f"{peak / 1e12:.3g}"),
+        "mfu": float(f"{achieved / peak:.3g}"),
+        "peak_source": peak_source,
+        "flops_method": "analytic, per layer (kstory.bench.flops)",
+        "gflops_by_component": {
+            name: round(value / 1e9, 3) for name, value in flops["step_by_component"].items()
+        },
+    }
 
 
 def _bench_shape(shape_name, batch_size, dtype_policy, from_features):
@@ -262,12 +284,16 @@ def run_train_step_bench(
     warm = time.perf_counter()
     fit(steps_per_epoch=steps)
     end = time.perf_counter()
-    platform_name, device = _device()
+    platform_name, device_name = device()
+    step_s = (end - warm) / steps
+    flops = train_step_flops(
+        fit_model, model.backbone, {key: value[:1] for key, value in inputs.items()}, batch
+    )
     return {
         "impl": "kstory",
         "backend": keras.config.backend(),
         "platform": platform_name,
-        "device": device,
+        "device": device_name,
         "shape": shape_name,
         "batch": batch,
         "image_size": shape.data.image_size,
@@ -278,10 +304,11 @@ def run_train_step_bench(
         "steps": steps,
         "build_s": round(build_s, 2),
         "compile_s": round(warm - start, 2),
-        "step_ms": round(1000 * (end - warm) / steps, 2),
+        "step_ms": round(1000 * step_s, 2),
         # Three significant digits: one decimal place would round a slow
         # machine's 0.546 to 0.5.
-        "samples_per_s": float(f"{batch * steps / (end - warm):.3g}"),
+        "samples_per_s": float(f"{batch / step_s:.3g}"),
+        **utilisation(flops, step_s, platform_name == "gpu", shape.model.dtype_policy),
         "peak_host_memory_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "peak_device_memory_mib": _peak_device_memory_mib(),
         "params": model.count_params(),
