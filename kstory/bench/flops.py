@@ -100,18 +100,36 @@ def layer_forward_flops(layer, args, kwargs, outputs):
     return 0
 
 
-@contextlib.contextmanager
-def _counting_calls(backbone):
-    """Counts every layer call's forward FLOPs, by (component, trainable)."""
-    labels = {
+def component_labels(backbone):
+    """`{id(layer): component}` of a `StoryBackbone`'s top-level layers."""
+    return {
         id(getattr(backbone, name)): label
         for name, label in COMPONENTS.items()
         if getattr(backbone, name, None) is not None
     }
-    counts, components = collections.Counter(), []
-    original_call = keras.layers.Layer.__call__
 
-    def counting_call(layer, *args, **kwargs):
+
+@contextlib.contextmanager
+def wrapping_layer_calls(wrapper):
+    """Routes every Keras layer call through `wrapper(call, layer, *args,
+    **kwargs)`, which must return `call(layer, *args, **kwargs)`."""
+    original_call = keras.layers.Layer.__call__
+    keras.layers.Layer.__call__ = lambda layer, *args, **kwargs: wrapper(
+        original_call, layer, *args, **kwargs
+    )
+    try:
+        yield
+    finally:
+        keras.layers.Layer.__call__ = original_call
+
+
+@contextlib.contextmanager
+def _counting_calls(backbone):
+    """Counts every layer call's forward FLOPs, by (component, trainable)."""
+    labels = component_labels(backbone)
+    counts, components = collections.Counter(), []
+
+    def counting_call(original_call, layer, *args, **kwargs):
         component = labels.get(id(layer)) or (components[-1] if components else "other")
         components.append(component)
         try:
@@ -126,11 +144,8 @@ def _counting_calls(backbone):
             counts[(component, trainable)] += flops
         return outputs
 
-    keras.layers.Layer.__call__ = counting_call
-    try:
+    with wrapping_layer_calls(counting_call):
         yield counts
-    finally:
-        keras.layers.Layer.__call__ = original_call
 
 
 def train_step_flops(fit_model, backbone, inputs, batch_size):
