@@ -57,9 +57,9 @@ def _runs(yardsticks, dry_run):
             [sys.executable, f"{yardsticks}/peer_torch.py", "--compile", *peer],
         ),
         ("kstory, JAX", "jax", kstory),
-        ("kstory, JAX, cached features", "jax", [*kstory, "--features"]),
+        ("kstory, JAX, from caches", "jax", [*kstory, "--features"]),
         ("kstory, torch backend", "torch", kstory),
-        ("kstory, torch backend, cached features", "torch", [*kstory, "--features"]),
+        ("kstory, torch backend, from caches", "torch", [*kstory, "--features"]),
     ]
 
 
@@ -107,14 +107,15 @@ def main():
     lines = [
         f"Device: `{device}`. One run, one machine, in this order; ratios are of ms/step.",
         "",
-        "| build | ms/step | samples/s | compile or warm-up s | note |",
-        "|---|---|---|---|---|",
+        "| build | ms/step | samples/s | GFLOP/step | MFU | compile or warm-up s | note |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, result in results.items():
         warm = result.get("compile_s", result.get("warmup_s", ""))
         lines.append(
             f"| {name} | {result.get('step_ms', '')} | "
-            f"{result.get('samples_per_s', '')} | {warm} | {result.get('error', '')} |"
+            f"{result.get('samples_per_s', '')} | {result.get('gflops_per_step', '')} | "
+            f"{result.get('mfu', '')} | {warm} | {result.get('error', '')} |"
         )
     lines += [
         "",
@@ -125,8 +126,8 @@ def main():
         f"{_ratio(results, 'torch.compile', 'kstory, JAX')}",
         f"- kstory torch / kstory JAX (aim ≤ 2): "
         f"{_ratio(results, 'kstory, torch backend', 'kstory, JAX')}",
-        f"- kstory JAX from images / from cached features: "
-        f"{_ratio(results, 'kstory, JAX', 'kstory, JAX, cached features')}",
+        f"- kstory JAX from images / from caches: "
+        f"{_ratio(results, 'kstory, JAX', 'kstory, JAX, from caches')}",
     ]
     table = "\n".join(lines)
     print(table)

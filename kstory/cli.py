@@ -354,7 +354,8 @@ def _bench_arguments(command):
     command.add_argument(
         "--features",
         action="store_true",
-        help="Time the step from cached image features (a frozen encoder) instead of images.",
+        help="Time the step from the caches (image features of a frozen encoder, and frozen "
+        "text layers' states) instead of images.",
     )
     command.add_argument(
         "--data-parallel",

@@ -47,6 +47,15 @@ def test_bench_measures_the_tiny_shape_on_this_backend():
     assert result["samples_per_s"] == pytest.approx(4000 / result["step_ms"], rel=0.02)
     assert result["peak_host_memory_mib"] > 100
     assert 0 < result["trainable_params"] < result["params"]  # Text embeddings are frozen.
+    assert result["mfu"] == pytest.approx(
+        result["achieved_tflops"] / result["peak_tflops"], rel=0.01
+    )
+    assert result["achieved_tflops"] == pytest.approx(
+        result["gflops_per_step"] / result["step_ms"], rel=0.01
+    )
+    assert sum(result["gflops_by_component"].values()) == pytest.approx(
+        result["gflops_per_step"], abs=0.01
+    )
     json.dumps(result)  # JSON-ready
 
 
@@ -100,8 +109,13 @@ def test_bench_runs_without_tensorflow(tmp_path, backend):
 @pytest.mark.single_backend
 def test_bench_times_the_step_from_cached_features():
     result = run_train_step_bench("tiny", steps=1, warmup_steps=1, batch_size=2, from_features=True)
-    assert result["inputs"] == "cached features" and result["step_ms"] > 0
+    assert result["inputs"] == "cached image features and text states"
+    assert result["step_ms"] > 0
     # The frozen image encoder's weights are no longer trained.
     images = run_train_step_bench("tiny", steps=1, warmup_steps=1, batch_size=2)
     assert images["inputs"] == "images"
     assert result["trainable_params"] < images["trainable_params"]
+    # Neither the image encoder nor the frozen text layer runs in a cached step.
+    assert "image encoder" not in result["gflops_by_component"]
+    cached_text, text = (r["gflops_by_component"]["text encoder"] for r in (result, images))
+    assert 0 < cached_text < text

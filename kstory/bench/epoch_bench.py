@@ -180,7 +180,7 @@ def run_epoch_bench(shape_name="cpu", num_stories=STORY_REASONING_TRAIN_STORIES,
     steps = num_windows // data.batch_size
     options = dict(pipeline_options(data), seed=seed, epochs=epochs)
     decode_s = _one_pass_seconds(
-        make_train_stream(stories, preprocessor, **dict(options, epochs=1))
+        make_train_stream(stories, preprocessor, **{**options, "epochs": 1})
     )
 
     def fresh_model():
@@ -189,19 +189,16 @@ def run_epoch_bench(shape_name="cpu", num_stories=STORY_REASONING_TRAIN_STORIES,
 
     model = fresh_model()
     model.compile(optimizer=keras.optimizers.AdamW(1e-4))
-    naive, naive_flops = _timed_fit(
-        model, model.backbone, make_train_stream(stories, preprocessor, **options), epochs, steps
-    )
+    stream = make_train_stream(stories, preprocessor, **options)
+    naive, naive_flops = _timed_fit(model, model.backbone, stream, epochs, steps)
     with tempfile.TemporaryDirectory() as cache_dir:
-        runs = {
-            text: _cached_run(stories, preprocessor, fresh_model(), cache_dir, options, text, steps)
+        runs = [
+            _cached_run(stories, preprocessor, fresh_model(), cache_dir, options, text, steps)
             for text in (False, True)
-        }
-    (build_s, cached, cached_flops, _) = runs[False]
-    (text_build_s, text_cached, text_cached_flops, caches) = runs[True]
-    peak, peak_source = measured_peak_flops(device()[0] == "gpu")
-    epochs_s = {"naive": naive[-1], "cached": cached[-1], "text_cached": text_cached[-1]}
-    flops = {"naive": naive_flops, "cached": cached_flops, "text_cached": text_cached_flops}
+        ]
+    (build_s, cached, cached_flops, _), (text_build_s, text_cached, text_cached_flops, caches) = (
+        runs
+    )
     return {
         "impl": "kstory",
         "backend": keras.config.backend(),
@@ -220,18 +217,41 @@ def run_epoch_bench(shape_name="cpu", num_stories=STORY_REASONING_TRAIN_STORIES,
         "epochs": epochs,
         "generate_s": round(generate_s, 3),
         "naive_decode_only_epoch_s": round(decode_s, 3),
+        **_epoch_figures(
+            {"naive": naive, "cached": cached, "text_cached": text_cached},
+            {"image": build_s["image"], "text": text_build_s["text"]},
+        ),
+        **_utilisation(
+            {"naive": naive_flops, "cached": cached_flops, "text_cached": text_cached_flops},
+            steps,
+            {"naive": naive[-1], "cached": cached[-1], "text_cached": text_cached[-1]},
+        ),
+    }
+
+
+def _epoch_figures(seconds, build_s):
+    """Each run's first and steady epoch, the caches' builds and the ratios."""
+    naive, cached, text_cached = seconds["naive"], seconds["cached"], seconds["text_cached"]
+    return {
         "naive_first_epoch_s": round(naive[0], 3),
         "naive_epoch_s": round(naive[-1], 3),
         "cache_build_s": round(build_s["image"], 3),
         "cached_first_epoch_s": round(cached[0], 3),
         "cached_epoch_s": round(cached[-1], 3),
-        "text_cache_build_s": round(text_build_s["text"], 3),
+        "text_cache_build_s": round(build_s["text"], 3),
         "text_cached_first_epoch_s": round(text_cached[0], 3),
         "text_cached_epoch_s": round(text_cached[-1], 3),
         "epoch_speedup": round(naive[-1] / cached[-1], 2),
         "text_cache_epoch_speedup": round(naive[-1] / text_cached[-1], 2),
         "text_cache_over_image_cache": round(cached[-1] / text_cached[-1], 2),
         "speedup_over_run": round(sum(naive) / (build_s["image"] + sum(cached)), 2),
+    }
+
+
+def _utilisation(flops, steps, epochs_s):
+    """Each run's FLOPs per step and its steady epoch's MFU, JSON-ready."""
+    peak, peak_source = measured_peak_flops(device()[0] == "gpu")
+    return {
         **{f"{run}_gflops_per_step": round(flops[run] / 1e9, 2) for run in flops},
         **{
             f"{run}_mfu": float(f"{flops[run] * steps / epochs_s[run] / peak:.3g}") for run in flops

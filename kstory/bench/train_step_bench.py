@@ -133,14 +133,27 @@ def synthetic_batches(shape, num_samples, seed=0):
 
 
 def _as_cached_features(inputs, model, seed):
-    """Replaces synthetic `images` by what the feature cache would hold."""
+    """Replaces synthetic `images` by what the feature cache would hold, and
+    adds the text cache's states when text layers are frozen."""
     backbone, rng = model.backbone, np.random.default_rng(seed)
     images = inputs.pop("images")
     size = backbone.target_image_size
     feature_dim = backbone.image_encoder.output_shape[-1]
     inputs["image_features"] = rng.random((*images.shape[:2], feature_dim), dtype=np.float32)
     inputs["last_frames"] = rng.integers(0, 256, (len(images), 2, size, size, 3), dtype=np.uint8)
+    if backbone.text_encoder.caches:
+        states_shape = (*inputs["token_ids"].shape, backbone.text_encoder.backbone.hidden_dim)
+        inputs["text_states"] = rng.standard_normal(states_shape, dtype=np.float32)
+        inputs["caption_states"] = inputs["text_states"][:, -1]
     return inputs
+
+
+def _input_kind(from_features, model):
+    if not from_features:
+        return "images"
+    if model.backbone.text_encoder.caches:
+        return "cached image features and text states"
+    return "cached image features"
 
 
 def device():
@@ -239,9 +252,10 @@ def run_train_step_bench(
         batch_size: int. Overrides the shape's batch size.
         dtype_policy: str. Overrides the shape's precision.
         jit_compile: `"auto"`, True or False, as for `Model.compile`.
-        from_features: bool. Time the step from the frozen-feature cache
-            (`CachedFeatureTrainer` on synthetic features and small frames)
-            instead of from images; the image encoder is frozen.
+        from_features: bool. Time the step from the caches
+            (`CachedFeatureTrainer` on synthetic image features and small
+            frames, and frozen text layers' states when the shape freezes
+            any) instead of from images; the image encoder is frozen.
         data_parallel: bool. Split the batch over all devices with the
             backend's data-parallel engine (`kstory.distribution`).
         seed: int. Seed of the weights and the inputs.
@@ -262,8 +276,7 @@ def run_train_step_bench(
         )
         fit_model = CachedFeatureTrainer(model) if from_features else model
         fit_model.compile(optimizer=keras.optimizers.AdamW(1e-4), jit_compile=jit_compile)
-    build_s = time.perf_counter() - build_start
-    batch = shape.data.batch_size
+    build_s, batch = time.perf_counter() - build_start, shape.data.batch_size
     inputs, targets = synthetic_batches(shape, batch * (warmup_steps + steps), seed)
     if from_features:
         inputs = _as_cached_features(inputs, model, seed)
@@ -286,9 +299,8 @@ def run_train_step_bench(
     end = time.perf_counter()
     platform_name, device_name = device()
     step_s = (end - warm) / steps
-    flops = train_step_flops(
-        fit_model, model.backbone, {key: value[:1] for key, value in inputs.items()}, batch
-    )
+    sample = {key: value[:1] for key, value in inputs.items()}
+    flops = train_step_flops(fit_model, model.backbone, sample, batch)
     return {
         "impl": "kstory",
         "backend": keras.config.backend(),
@@ -299,7 +311,7 @@ def run_train_step_bench(
         "image_size": shape.data.image_size,
         "dtype_policy": shape.model.dtype_policy,
         "jit_compile": str(jit_compile),
-        "inputs": "cached features" if from_features else "images",
+        "inputs": _input_kind(from_features, model),
         "replicas": replicas,
         "steps": steps,
         "build_s": round(build_s, 2),
