@@ -52,17 +52,12 @@ def frame_key(image):
     return hashlib.sha256(read_image(image)).hexdigest()
 
 
-def encoder_fingerprint(backbone):
-    """A hash of all that a `StoryBackbone`'s cached frame arrays depend on."""
-    encoder = backbone.image_encoder
-    layers = getattr(encoder, "layers", [encoder])
+def model_fingerprint(description, model):
+    """A SHA-256 of `description` (a JSON-able dict), `model`'s layer configs
+    and its weight values: what a cache of its outputs depends on."""
+    layers = getattr(model, "layers", [model])
     description = {
-        "format": CACHE_FORMAT_VERSION,
-        "image_size": backbone.image_size,
-        "target_image_size": backbone.target_image_size,
-        "image_resize": backbone.image_resize,
-        "image_preprocessing": backbone.image_preprocessing_mode,
-        "dtype_policy": encoder.dtype_policy.name,
+        **description,
         # Layer names are left out: auto-generated ones vary between processes.
         "layers": [
             [type(layer).__name__, {k: v for k, v in layer.get_config().items() if k != "name"}]
@@ -70,25 +65,42 @@ def encoder_fingerprint(backbone):
         ],
     }
     digest = hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode())
-    for weight in encoder.weights:
+    for weight in model.weights:
         digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
     return digest.hexdigest()
 
 
-class FeatureCache:
-    """A built cache folder, memory-mapped (see the module docstring).
+def encoder_fingerprint(backbone):
+    """A hash of all that a `StoryBackbone`'s cached frame arrays depend on."""
+    description = {
+        "format": CACHE_FORMAT_VERSION,
+        "image_size": backbone.image_size,
+        "target_image_size": backbone.target_image_size,
+        "image_resize": backbone.image_resize,
+        "image_preprocessing": backbone.image_preprocessing_mode,
+        "dtype_policy": backbone.image_encoder.dtype_policy.name,
+    }
+    return model_fingerprint(description, backbone.image_encoder)
+
+
+class MappedCache:
+    """A built cache folder: `cache.json`, the row keys in `KEYS_FILE` and
+    the memory-mapped `ARRAYS` (`<name>.npy`).
 
     Args:
         path: str. The cache folder.
     """
 
+    KEYS_FILE = "frame_keys.txt"
+    ARRAYS = _ARRAYS
+
     def __init__(self, path):
         self.path = path
         with open(os.path.join(path, "cache.json")) as file:
             self.info = json.load(file)
-        with open(os.path.join(path, "frame_keys.txt")) as file:
+        with open(os.path.join(path, self.KEYS_FILE)) as file:
             self.rows_by_key = {key: row for row, key in enumerate(file.read().split())}
-        for name in _ARRAYS:
+        for name in self.ARRAYS:
             setattr(self, name, np.load(os.path.join(path, f"{name}.npy"), mmap_mode="r"))
 
     @property
@@ -97,6 +109,14 @@ class FeatureCache:
 
     def missing_keys(self, keys):
         return [key for key in keys if key not in self.rows_by_key]
+
+
+class FeatureCache(MappedCache):
+    """A built image feature cache, memory-mapped (see the module docstring).
+
+    Args:
+        path: str. The cache folder.
+    """
 
     def check_sizes(self, image_size, target_image_size, image_resize="squash"):
         cached = (

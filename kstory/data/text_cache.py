@@ -34,7 +34,6 @@ reads its rows, and the page cache holds what the machine's memory allows
 """
 
 import hashlib
-import json
 import logging
 import os
 import time
@@ -43,6 +42,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kstory.data.feature_cache import MappedCache
+from kstory.data.feature_cache import model_fingerprint
 from kstory.data.feature_cache import pad_batch
 from kstory.data.feature_cache import partial_folder
 from kstory.data.feature_cache import publish_cache
@@ -60,7 +61,6 @@ def caption_key(text):
 
 def text_fingerprint(backbone, preprocessor):
     """A hash of all that a `StoryBackbone`'s cached caption states depend on."""
-    stack = backbone.text_encoder.frozen_stack
     description = {
         "format": TEXT_CACHE_FORMAT_VERSION,
         "sequence_length": backbone.sequence_length,
@@ -69,37 +69,19 @@ def text_fingerprint(backbone, preprocessor):
         "dtype_policy": backbone.text_encoder.backbone.dtype_policy.name,
         "num_frozen_layers": backbone.text_encoder.num_frozen_layers,
         "vocabulary": preprocessor.tokenizer.get_vocabulary(),
-        # Layer names are left out: auto-generated ones vary between processes.
-        "layers": [
-            [type(layer).__name__, {k: v for k, v in layer.get_config().items() if k != "name"}]
-            for layer in stack.layers
-        ],
     }
-    digest = hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode())
-    for weight in stack.weights:
-        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
-    return digest.hexdigest()
+    return model_fingerprint(description, backbone.text_encoder.frozen_stack)
 
 
-class TextCache:
+class TextCache(MappedCache):
     """A built text cache folder, memory-mapped (see the module docstring).
 
     Args:
         path: str. The cache folder.
     """
 
-    def __init__(self, path):
-        self.path = path
-        with open(os.path.join(path, "cache.json")) as file:
-            self.info = json.load(file)
-        with open(os.path.join(path, "caption_keys.txt")) as file:
-            self.rows_by_key = {key: row for row, key in enumerate(file.read().split())}
-        for name in _ARRAYS:
-            setattr(self, name, np.load(os.path.join(path, f"{name}.npy"), mmap_mode="r"))
-
-    @property
-    def fingerprint(self):
-        return self.info["fingerprint"]
+    KEYS_FILE = "caption_keys.txt"
+    ARRAYS = _ARRAYS
 
     def rows(self, stories):
         """The cache row of every frame's caption, flattened in story order."""
@@ -172,7 +154,7 @@ def build_text_cache(stories, backbone, preprocessor, cache_dir, batch_size=256)
             texts_by_key.setdefault(caption_key(text), text)
     if os.path.exists(os.path.join(path, "cache.json")):
         cache = TextCache(path)
-        missing = [key for key in texts_by_key if key not in cache.rows_by_key]
+        missing = cache.missing_keys(texts_by_key)
         if not missing:
             return cache
         logger.info("Text cache %s lacks %d captions; rebuilding it.", path, len(missing))
