@@ -53,8 +53,8 @@ def get_config(smoke=False):
         num_frozen_text_layers=0,
         embedding_dim=128,
         fusion_dim=128,
-        # Halved from 256 / 128 to keep `make demo` within 3 minutes
-        # on 2 cores (docs/performance.md); the fusion checks still pass.
+        # Sized to keep `make demo` within 3 minutes on 2 cores
+        # (docs/performance.md); every claim of `kstory check-claims` holds.
         temporal_units=128,
         decoder_filters=64,
         # The residual path's full-resolution convolutions were the costliest
@@ -77,7 +77,9 @@ def get_config(smoke=False):
         grounding_head=True,
         grounding_loss_weight=5.0,
     )
-    train = TrainConfig(epochs=3, learning_rate=2e-3, early_stopping_patience=3)
+    # Four epochs: with three, the next frame's SSIM is within the seed
+    # spread of copying the last frame's, and below it on some CPUs.
+    train = TrainConfig(epochs=4, learning_rate=2e-3, early_stopping_patience=3)
     if smoke:
         train = dataclasses.replace(train, epochs=2)
         data = dataclasses.replace(

@@ -173,6 +173,32 @@ def _score_and_report(workdir, split, sampler, storyboards, report, model=None):
         _write_report(report, "Metrics", body, os.path.join(workdir, CONFIG_FILE))
 
 
+def _check_claims_arguments(command):
+    command.add_argument(
+        "--workdir", required=True, help="A run scored by `kstory evaluate` (its metrics.json)."
+    )
+
+
+@_command(
+    "check-claims",
+    "Check a scored run against the README's headline claims; exit 1 naming those that fail.",
+    _check_claims_arguments,
+)
+def _check_claims(args):
+    from kstory.evaluation import claims
+
+    metrics = claims.load_metrics(args.workdir)
+    results = claims.check_claims(metrics)
+    print(
+        f"Claims of the README on {os.path.join(args.workdir, 'metrics.json')} "
+        f"({metrics.get('split', '?')} split, {metrics.get('windows', '?')} windows):"
+    )
+    print(claims.format_claims(results))
+    failed = claims.failed_claims(results)
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(results)} claims fail: {', '.join(failed)}.")
+
+
 def _ablate_arguments(command):
     _config_arguments(command)
     command.add_argument(

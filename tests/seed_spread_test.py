@@ -45,3 +45,16 @@ def test_one_seed_is_no_spread(tmp_path, repo_root):
     config = load_config(f"{repo_root}/configs/tiny.py", smoke=True)
     with pytest.raises(ValueError, match="at least two distinct seeds"):
         run_seeds(config, str(tmp_path), seeds=(3, 3))
+
+
+def test_each_seed_s_claims_are_checked():
+    from claims_test import _metrics as claimed_metrics
+
+    results = {0: claimed_metrics(seed=0), 1: claimed_metrics(captions="blanked", seed=1)}
+    row = next(line for line in format_seed_spread(results).splitlines() if "claims" in line)
+    assert row == (
+        "| claims that hold (`kstory check-claims`) | not on seed 1 | 7 of 7 | "
+        "6 of 7 (next frame reads fails) |"
+    )
+    results[1] = claimed_metrics(seed=1)
+    assert "| all, on every seed | 7 of 7 | 7 of 7 |" in format_seed_spread(results)

@@ -206,19 +206,25 @@ def test_page_in_a_real_browser_shows_the_caption_of_kstory_predict(
             tab.locator("#predict").click()
             shown = tab.locator("#predicted-caption textarea")
             expect(shown).not_to_have_value("", timeout=120_000)
-            assert shown.input_value() == expected["caption"]
-            assert tab.locator("#true-caption textarea").input_value() == held_out.texts[4]
+            # What the page shows, read back from it: the report below prints these.
+            on_page = {
+                "predicted": shown.input_value(),
+                "true": tab.locator("#true-caption textarea").input_value(),
+            }
+            assert on_page["predicted"] == expected["caption"]
+            assert on_page["true"] == held_out.texts[4]
             expect(tab.locator("#nearest")).to_contain_text("cosine")
             tab.screenshot(path=str(screenshot), full_page=True)
         finally:
             browser.close()
     assert Image.open(screenshot).size[0] == 1280
     if os.environ.get(SCREENSHOT_ENV):
-        _publish(screenshot, os.environ[SCREENSHOT_ENV], page_workdir, held_out, expected)
+        _publish(screenshot, os.environ[SCREENSHOT_ENV], page_workdir, held_out, expected, on_page)
 
 
-def _publish(screenshot, path, workdir, held_out, expected):
-    """The screenshot into results/, beside a report of what it shows."""
+def _publish(screenshot, path, workdir, held_out, expected, on_page):
+    """The screenshot into results/, beside a report of what it shows: the
+    captions as read from the page, and `kstory predict`'s."""
     from kstory.provenance import provenance
     from kstory.provenance import write_report
 
@@ -233,9 +239,9 @@ def _publish(screenshot, path, workdir, held_out, expected):
         "(tests/serving_demo_page_test.py, the browser test): the first held-out story, "
         f"{held_out.story_id}, picked from the gallery; greedy caption.\n\n"
         "| | caption |\n|---|---|\n"
-        f"| on the page | {expected['caption']} |\n"
+        f"| on the page, predicted | {on_page['predicted']} |\n"
         f"| `kstory predict` (the test asserts equality) | {expected['caption']} |\n"
-        f"| true | {held_out.texts[4]} |\n"
+        f"| on the page, true | {on_page['true']} |\n"
     )
     write_report(os.path.splitext(path)[0] + ".md", "The demo page in a browser", body, record)
 

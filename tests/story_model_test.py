@@ -1,3 +1,4 @@
+import contextlib
 import os
 import subprocess
 import sys
@@ -397,3 +398,104 @@ def keras_hub_beam(num_beams):
     import keras_hub
 
     return keras_hub.samplers.BeamSampler(num_beams=num_beams)
+
+
+# What each output reads, tested on the mechanism: a smoke run is too short to
+# learn it (the claims check, on `make demo`'s run, covers the learning). With
+# an encoder's output zeroed, the other context must not move the output at
+# all; with it restored, it must. A model built to ignore the modality
+# (`model.modalities`) is the broken version these checks tell apart.
+
+
+@contextlib.contextmanager
+def _output_zeroed(backbone, name):
+    """Replaces `backbone.<name>` (an encoder) by one returning zeros of the
+    same structure, for the eager paths (`encode`, `predict_next`)."""
+    encoder = getattr(backbone, name)
+    had_attribute = name in vars(backbone)
+
+    def zeroed(*args, **kwargs):
+        return keras.tree.map_structure(keras.ops.zeros_like, encoder(*args, **kwargs))
+
+    object.__setattr__(backbone, name, zeroed)
+    try:
+        yield
+    finally:
+        if had_attribute:
+            object.__setattr__(backbone, name, encoder)
+        else:
+            del vars(backbone)[name]
+
+
+def _context(batch, swap=None):
+    """The context steps of `batch`, with one modality's rows swapped between
+    the batch's two windows (as `shuffle_context` does): `"images"` or
+    `"captions"`."""
+    inputs = {name: batch[name] for name in ("images", "token_ids", "padding_mask")}
+    swapped = {"images": ("images",), "captions": ("token_ids", "padding_mask")}.get(swap, ())
+    return {name: value[::-1] if name in swapped else value for name, value in inputs.items()}
+
+
+def _caption_logits(model, inputs, caption_ids):
+    """The text decoder's logits for `caption_ids` on `inputs`, step by step as
+    generation reads them (the eager `encode`, then the decoder)."""
+    backbone = model.backbone
+    steps = {name: keras.ops.convert_to_tensor(value) for name, value in inputs.items()}
+    encoded = backbone.encode(steps)
+    logits = backbone.text_decoder(
+        keras.ops.convert_to_tensor(caption_ids[:, :-1]),
+        encoded["story_state"],
+        encoded.get("memory"),
+        encoded.get("memory_mask"),
+    )
+    return keras.ops.convert_to_numpy(logits)
+
+
+def _caption_change_with_images_swapped(model, batch):
+    ids = keras.ops.convert_to_numpy(model.generate(_context(batch), max_length=12))
+    as_is = _caption_logits(model, _context(batch), ids)
+    swapped = _caption_logits(model, _context(batch, "images"), ids)
+    return np.abs(as_is - swapped).max()
+
+
+def _next_image_change_with_captions_swapped(model, batch):
+    # An untrained residual decoder copies the last frame whatever it reads:
+    # its output layer and its FiLM modulation start at zero. Give them weights.
+    decoder, rng = model.backbone.image_decoder, np.random.default_rng(2)
+    for kernel in (decoder.to_rgb.kernel, decoder.modulation.kernel):
+        kernel.assign(rng.normal(0, 0.3, kernel.shape).astype("float32"))
+    as_is = model.predict_next(_context(batch), max_length=12)["next_image"]
+    swapped = model.predict_next(_context(batch, "captions"), max_length=12)["next_image"]
+    return np.abs(keras.ops.convert_to_numpy(as_is) - keras.ops.convert_to_numpy(swapped)).max()
+
+
+def test_the_caption_reads_the_images_through_the_image_encoder(tiny_preprocessor, tiny_batch):
+    model = build_tiny_model(tiny_preprocessor, compile=False)
+    with _output_zeroed(model.backbone, "image_encoder"):
+        assert _caption_change_with_images_swapped(model, tiny_batch[0]) == 0
+    assert _caption_change_with_images_swapped(model, tiny_batch[0]) > 1e-4
+
+
+def test_the_next_image_reads_the_captions_through_the_text_encoder(tiny_preprocessor, tiny_batch):
+    model = build_tiny_model(tiny_preprocessor, compile=False)
+    with _output_zeroed(model.backbone, "text_encoder"):
+        assert _next_image_change_with_captions_swapped(model, tiny_batch[0]) == 0
+    assert _next_image_change_with_captions_swapped(model, tiny_batch[0]) > 1e-3
+
+
+@pytest.mark.parametrize(
+    "overrides, change",
+    [
+        (
+            {"modalities": "captions", "image_decoder_residual": False},
+            _caption_change_with_images_swapped,
+        ),
+        ({"modalities": "images"}, _next_image_change_with_captions_swapped),
+    ],
+    ids=["captions only", "images only"],
+)
+def test_a_model_that_ignores_the_modality_fails_those_checks(
+    tiny_preprocessor, tiny_batch, overrides, change
+):
+    model = build_tiny_model(tiny_preprocessor, compile=False, **overrides)
+    assert change(model, tiny_batch[0]) < 1e-6

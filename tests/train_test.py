@@ -383,6 +383,14 @@ def test_ablation_writes_a_comparison(smoke_config, trained, tmp_path):
     assert "| caption drop, images shuffled | image drop, captions shuffled |" in table
     full_row = next(line for line in table.splitlines() if line.startswith("| full |"))
     assert f"| {drop['relative_drop']:+.1%} |" in full_row
+    # The grounding head's entity F1 beside each run's other scores, and its floors.
+    assert "| text_to_image_R@5 | entity F1 | caption drop" in table
+    assert f"| {results['full']['grounding']['model']['all']['F1']:.4f} | " in full_row
+    every_entity = results["full"]["grounding"]["every context entity"]["all"]["F1"]
+    assert (
+        f"| floor: every context entity | – | – | – | – | – | – | – | – | – | {every_entity:.4f} |"
+        in table
+    )
     # A variant that changes nothing is refused, by name.
     no_bag = apply_overrides(config, ["model.bag_of_words_loss_weight=0"])
     with pytest.raises(ValueError, match=r"\['no bag-of-words'\] would train the full config"):
@@ -406,11 +414,15 @@ def _reliance_runs(trained, modalities):
 
 
 def test_the_trained_model_looks(trained):
-    """What the tiny model got wrong before issue 14, checked on a trained run.
+    """A trained run's image path works in inference mode.
 
-    - In inference mode the image embeddings of different frames differ (they
-      were equal to 1e-6 when the encoder's batch-norm statistics were stale).
+    - The image embeddings of different frames differ (they are equal to 1e-6
+      when the encoder's batch-norm statistics are stale).
     - Shuffling the context images across windows moves the story state.
+
+    Whether each output reads each modality is tested on the mechanism
+    (story_model_test) and, after learning, by `kstory check-claims` on the
+    `make demo` run (.ci/run).
     """
     from kstory.evaluation.evaluate import mean_pairwise_cosine
     from kstory.evaluation.input_reliance import story_state_change
@@ -421,18 +433,3 @@ def test_the_trained_model_looks(trained):
     assert spread > 0.05, spread
     assert mean_pairwise_cosine(embeddings) < 0.95
     assert story_state_change(as_is["story_state"], images_shuffled["story_state"]) > 0.05
-
-
-@pytest.mark.xfail(
-    strict=False,
-    reason="the smoke run (24 stories, 2 epochs) is too small for the image decoder to "
-    "learn to read the caption on TensorFlow (0.002/255); since the decoder reads the "
-    "pooled caption (8a8ddce) it passes on torch, so the mark is not strict. The tiny "
-    "config learns it on every seed: results/tiny_seeds_*.md; the mechanism: "
-    "story_backbone_test's test_the_next_image_reads_the_next_caption",
-)
-def test_the_trained_model_reads(trained):
-    """Shuffling the context captions changes the predicted next image."""
-    as_is, captions_shuffled = _reliance_runs(trained, (None, "captions"))
-    change = np.abs(captions_shuffled["next_image"] - as_is["next_image"]).mean()
-    assert change > 0.5 / 255, change

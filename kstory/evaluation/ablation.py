@@ -79,17 +79,29 @@ def run_ablation(config, workdir, split="test", variants=None):
     return results
 
 
+def _entity_f1(metrics, row):
+    """The entity F1 of `row` (the model or a floor); None without grounding."""
+    return metrics["grounding"][row]["all"]["F1"] if "grounding" in metrics else None
+
+
 def format_ablation(results):
     """A Markdown table: every run, then the floors of the same split."""
     first = next(iter(results.values()))
-    columns = list(_TEXT) + list(_IMAGE) + list(_RETRIEVAL) + [label for *_, label in _RELIANCE]
+    columns = (
+        list(_TEXT)
+        + list(_IMAGE)
+        + list(_RETRIEVAL)
+        + ["entity F1"]
+        + [label for *_, label in _RELIANCE]
+    )
     header = "| run | " + " | ".join(columns) + " |\n" + "|---" * (len(columns) + 1) + "|\n"
 
-    def row(name, text, image, retrieval, reliance=None):
+    def row(name, text, image, retrieval, entity_f1=None, reliance=None):
         cells = (
             [text.get(c) for c in _TEXT]
             + [image.get(c) for c in _IMAGE]
             + [retrieval.get(c) for c in _RETRIEVAL]
+            + [entity_f1]
         )
         cells = ["–" if v is None else f"{v:.4f}" for v in cells]
         cells += ["–" if reliance is None else f"{reliance[key]:+.1%}" for key in _RELIANCE]
@@ -103,13 +115,19 @@ def format_ablation(results):
         retrieval = {} if "modalities" in changes else metrics["retrieval"]["model"]
         reliance = {key: reliance_drop(metrics, *key[:2]) for key in _RELIANCE}
         table += row(
-            label, metrics["text"]["model"], metrics["image"]["model"], retrieval, reliance
+            label,
+            metrics["text"]["model"],
+            metrics["image"]["model"],
+            retrieval,
+            _entity_f1(metrics, "model"),
+            reliance,
         )
     table += row(
-        "floor: copy last caption / frame",
+        "floor: copy last caption / frame / entities",
         first["text"]["copy last caption"],
         first["image"]["copy last frame"],
         {},
+        _entity_f1(first, "last frame's entities"),
     )
     table += row(
         "floor: nearest training context / mean image",
@@ -117,12 +135,17 @@ def format_ablation(results):
         first["image"]["mean training image"],
         {},
     )
+    if "grounding" in first:
+        table += row(
+            "floor: every context entity", {}, {}, {}, _entity_f1(first, "every context entity")
+        )
     table += row("floor: chance retrieval", {}, {}, first["retrieval"]["chance"])
     return (
         f"{first['split']} split, {first['windows']} windows; retrieval over "
         f"{first['retrieval']['frames']} held-out context frames (a hit is any frame with "
         "the query's caption). A one-modality run has no contrastive term, so no "
-        "retrieval. The last two columns are the input reliance of `kstory evaluate`: how "
+        "retrieval. Entity F1 is the grounding head's (docs/grounding.md). The last two "
+        "columns are the input reliance of `kstory evaluate`: how "
         "much worse the caption's BLEU-4 or METEOR gets with the context images shuffled "
         "across windows, and the next image's MSE with the captions shuffled.\n\n" + table
     )

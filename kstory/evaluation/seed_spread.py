@@ -5,6 +5,9 @@ import os
 
 import numpy as np
 
+from kstory.evaluation.claims import CLAIMS
+from kstory.evaluation.claims import check_claims
+from kstory.evaluation.claims import failed_claims
 from kstory.evaluation.evaluate import evaluate
 from kstory.evaluation.input_reliance import reliance_drop
 from kstory.training.train import train
@@ -55,6 +58,19 @@ def run_seeds(config, workdir, seeds=(0, 1, 2), split="test"):
     return results
 
 
+def _held(failed):
+    """`7 of 7`, or `6 of 7 (next frame fails)`."""
+    held = f"{len(CLAIMS) - len(failed)} of {len(CLAIMS)}"
+    return f"{held} ({', '.join(failed)} fails)" if failed else held
+
+
+def _held_everywhere(checked):
+    seeds_failing = [seed for seed, failed in checked.items() if failed]
+    if not seeds_failing:
+        return "all, on every seed"
+    return f"not on seed {', '.join(str(seed) for seed in seeds_failing)}"
+
+
 def format_seed_spread(results):
     """Markdown: each headline score's mean ± sample standard deviation, the
     per-seed values, and the floors (which do not depend on the seed)."""
@@ -75,6 +91,12 @@ def format_seed_spread(results):
             + " | ".join(f"{value:.4f}" for value in values)
             + " |"
         )
+    checked = {seed: failed_claims(check_claims(metrics)) for seed, metrics in results.items()}
+    lines.append(
+        f"| claims that hold (`kstory check-claims`) | {_held_everywhere(checked)} | "
+        + " | ".join(_held(failed) for failed in checked.values())
+        + " |"
+    )
     text, image = first["text"], first["image"]
     lines += [
         "",

@@ -331,11 +331,15 @@ class StoryBackbone(keras_hub.models.Backbone):
             text_steps = self.text_fusion_projection(cls_vectors)
         # The fusion ablation: a modality left out is zeroed (so every
         # variable still gets a gradient, of zero, on every backend).
+        caption_mask = inputs["padding_mask"]
         if self.modalities == "captions":
             image_embeddings, image_steps = image_embeddings * 0, image_steps * 0
         elif self.modalities == "images":
             text_embeddings, text_steps = text_embeddings * 0, text_steps * 0
             token_states = token_states * 0
+            # And the captions' lengths: through the attention mask they
+            # would still move the caption decoder.
+            caption_mask = ops.ones_like(caption_mask)
         fused = self.fusion_concat([image_steps, text_steps])
         # Every step's state, each from the steps up to it (the GRU runs
         # forwards; the transformer is causal): the story state is the last.
@@ -345,7 +349,7 @@ class StoryBackbone(keras_hub.models.Backbone):
         if self.context_memory is not None:
             memory, memory_mask = self.context_memory(
                 token_states,
-                inputs["padding_mask"],
+                caption_mask,
                 image_steps if self.image_memory else None,
                 training=training,
             )
