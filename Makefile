@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-demo demo app browser lint test results results-model results-speed results-page
+.PHONY: setup setup-demo demo app browser lint test results results-page
 
 # The demo needs kstory and TensorFlow only; the suite adds JAX, PyTorch,
 # ONNX and the test tools on top.
@@ -92,25 +92,11 @@ test: setup lint browser
 	@echo "== KERAS_BACKEND=torch"
 	@KERAS_BACKEND=torch $(PYTEST) $(DOCTESTS)
 
-# Every CPU figure in results/, from the committed code (about 2.5 hours on 2
-# cores; `results-model` is the scores, `results-speed` the timings). Each
-# file records the command, commit, tree state, config, backend and machine.
-# Runs resume, so an interrupted `make results` picks up where it stopped.
-results: results-model results-speed results-page
-
-results-model: setup demo
-	$(BIN)/kstory --backend tensorflow seeds --config configs/tiny.py --workdir runs/seeds-tensorflow --report results/tiny_seeds_tensorflow.md
-	$(BIN)/kstory --backend jax seeds --config configs/tiny.py --workdir runs/seeds-jax --report results/tiny_seeds_jax.md
-	$(BIN)/kstory --backend tensorflow ablate --config configs/tiny.py --workdir runs/ablation --report results/ablation.md
-	$(BIN)/kstory --backend tensorflow data --config configs/tiny.py --workdir runs/tiny-data --report results/data_embedded_tiny.md
-	$(BIN)/kstory --backend torch export --workdir runs/tiny
-	$(BIN)/kstory --backend jax serve-check --export runs/tiny/export/tf_saved_model --windows 16 --report results/export_tf_saved_model_check.md
-	$(BIN)/kstory --backend tensorflow export --workdir runs/tiny --format onnx
-	$(BIN)/kstory --backend tensorflow serve-check --export runs/tiny/export/onnx --windows 16 --report results/export_onnx_check.md
-
-results-speed: setup
-	$(BIN)/python benchmarks/compare_backends.py --shapes tiny,cpu --steps 20 --report results/bench_cpu.md
-	KERAS_BACKEND=tensorflow $(BIN)/kstory bench --epoch --stories 600 --report results/bench_epoch_cpu.md
-	$(BIN)/python benchmarks/replica_scaling.py --report results/replica_scaling_cpu.md
-	$(BIN)/python benchmarks/time_quickstart.py --report results/quickstart_time.md
-	$(BIN)/python benchmarks/serving_latency.py --export runs/tiny/export/tf_saved_model --report results/serving_latency_cpu.md
+# Every file in results/, from the committed code, in the order the steps
+# need (about 2.5 hours on 2 cores), with results/manifest.json: each file's
+# command, kstory commit and duration. Each file also records the command,
+# commit, tree state, config, backend and machine. Runs resume, so an
+# interrupted `make results` picks up where it stopped; one step at a time:
+# `$(BIN)/python benchmarks/make_results.py --only seeds-jax` (`--list` names them).
+results: setup browser
+	$(BIN)/python benchmarks/make_results.py
