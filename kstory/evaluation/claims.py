@@ -66,7 +66,7 @@ class Check:
     @property
     def passed(self):
         if self.value is None or self.bound is None:
-            return False
+            return False  # Not measured: the claim is not shown to hold.
         return _RELATIONS[self.relation](self.value, self.bound)
 
     def describe(self):
@@ -76,27 +76,15 @@ class Check:
         return f"{self.label}: {self.value:.4g} {relation} {self.bound:.4g}"
 
 
-def _lookup(metrics, path):
-    """`metrics[path[0]][path[1]]...`, or None when a key is missing."""
+def _find(metrics, path):
+    """`(value, "")` at `path` in the metrics, or `(None, why)` naming the
+    first missing key."""
     value = metrics
-    for key in path:
+    for depth, key in enumerate(path, 1):
         if not isinstance(value, dict) or key not in value:
-            return None
+            return None, f"no {'.'.join(path[:depth])} in the metrics"
         value = value[key]
-    return value
-
-
-def _measured(label, metrics, value_path, relation, bound_path=None, bound=None):
-    """A `Check` of the value at `value_path` against `bound`, or against the
-    value at `bound_path`; it names the first missing key."""
-    for path in (value_path, bound_path):
-        for depth in range(1, len(path or ()) + 1):
-            if _lookup(metrics, path[:depth]) is None:
-                missing = f"no {'.'.join(path[:depth])} in the metrics"
-                return Check(label, None, relation, bound, missing)
-    if bound_path is not None:
-        bound = _lookup(metrics, bound_path)
-    return Check(label, _lookup(metrics, value_path), relation, bound)
+    return value, ""
 
 
 def _beats_floors(section, scores, floors, score_path=()):
@@ -104,17 +92,22 @@ def _beats_floors(section, scores, floors, score_path=()):
     `(score, higher_is_better)` of `metrics[section]`."""
 
     def measure(metrics):
-        return [
-            _measured(
-                f"{score}: model vs {floor}",
-                metrics,
-                (section, "model", *score_path, score),
-                ">" if higher_is_better else "<",
-                bound_path=(section, floor, *score_path, score),
-            )
-            for score, higher_is_better in scores
-            for floor in floors
-        ]
+        checks = []
+        for score, higher_is_better in scores:
+            model, missing_model = _find(metrics, (section, "model", *score_path, score))
+            for floor in floors:
+                value, missing_floor = _find(metrics, (section, floor, *score_path, score))
+                missing = missing_model or missing_floor
+                checks.append(
+                    Check(
+                        f"{score}: model vs {floor}",
+                        None if missing else model,
+                        ">" if higher_is_better else "<",
+                        value,
+                        missing,
+                    )
+                )
+        return checks
 
     return measure
 
@@ -124,15 +117,14 @@ def _reliance(score, output_part, shuffled, higher_is_better):
     (relative) with the context's `shuffled` shuffled."""
 
     def measure(metrics):
-        label = f"{score} worse with the {shuffled} shuffled (relative change)"
-        before = _measured(label, metrics, ("input_reliance", "as is", output_part, score), ">")
-        after = _measured(
-            label, metrics, ("input_reliance", f"{shuffled} shuffled", output_part, score), ">"
+        before, missing_before = _find(metrics, ("input_reliance", "as is", output_part, score))
+        after, missing_after = _find(
+            metrics, ("input_reliance", f"{shuffled} shuffled", output_part, score)
         )
-        if before.missing or after.missing:
-            return [dataclasses.replace(before if before.missing else after, bound=None)]
-        change = relative_change(before.value, after.value, higher_is_better)
-        return [Check(label, change, ">=", MIN_RELIANCE_DROP)]
+        missing = missing_before or missing_after
+        change = None if missing else relative_change(before, after, higher_is_better)
+        label = f"{score} worse with the {shuffled} shuffled (relative change)"
+        return [Check(label, change, ">=", MIN_RELIANCE_DROP, missing)]
 
     return measure
 
@@ -140,27 +132,20 @@ def _reliance(score, output_part, shuffled, higher_is_better):
 def _retrieval(metrics):
     checks = []
     for key in ("image_to_text_R@1", "text_to_image_R@1"):
-        label = f"{key} / chance"
-        model = _measured(label, metrics, ("retrieval", "model", key), ">=")
-        chance = _measured(label, metrics, ("retrieval", "chance", key), ">=")
-        missing = model.missing or chance.missing
-        if not missing and not chance.value:
-            missing = f"chance {key} is {chance.value}"
-        ratio = None if missing else model.value / chance.value
-        checks.append(Check(label, ratio, ">=", MIN_RETRIEVAL_OVER_CHANCE, missing))
+        model, missing_model = _find(metrics, ("retrieval", "model", key))
+        chance, missing_chance = _find(metrics, ("retrieval", "chance", key))
+        missing = missing_model or missing_chance
+        if not missing and not chance:
+            missing = f"chance {key} is {chance}"
+        ratio = None if missing else model / chance
+        checks.append(Check(f"{key} / chance", ratio, ">=", MIN_RETRIEVAL_OVER_CHANCE, missing))
     return checks
 
 
 def _collapse(metrics):
-    return [
-        _measured(
-            "image embeddings' mean pairwise cosine",
-            metrics,
-            ("retrieval", "image_embedding_mean_cosine"),
-            "<=",
-            bound=MAX_IMAGE_EMBEDDING_COSINE,
-        )
-    ]
+    value, missing = _find(metrics, ("retrieval", "image_embedding_mean_cosine"))
+    label = "image embeddings' mean pairwise cosine"
+    return [Check(label, value, "<=", MAX_IMAGE_EMBEDDING_COSINE, missing)]
 
 
 @dataclasses.dataclass(frozen=True)
