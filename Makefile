@@ -58,7 +58,7 @@ results-page: setup browser
 # Each pass runs tests on two workers (pytest-xdist): most of a test's time
 # is single-threaded tracing, so two cores halve the wall time. Tests sharing
 # an expensive module fixture are kept together by an `xdist_group` mark.
-PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider --durations=8 -n 2 --dist loadgroup
+PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider --durations=25 -n 2 --dist loadgroup
 # The docstring examples of kstory/ run on every backend too (names from conftest.py).
 DOCTESTS := tests kstory --doctest-modules
 # JAX compiles every new step function with XLA, which is most of a JAX
