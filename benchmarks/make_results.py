@@ -154,11 +154,6 @@ STEPS = (
 STEP_NAMES = [name for name, _, _ in STEPS]
 
 
-def _git(*args):
-    done = subprocess.run(["git", "-C", REPO, *args], capture_output=True, text=True)
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
 def _shown(command):
     """The command as a user types it (`kstory`, `python`, not the venv's paths)."""
     words = [
@@ -182,13 +177,11 @@ def _write_manifest(manifest):
     os.replace(incoming, MANIFEST)
 
 
-def _tree_state():
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
-    return "unknown" if status is None else ("dirty" if status else "clean")
-
-
 def run_step(name, outputs, commands, manifest):
     """Runs one step's commands, then records its files in `manifest`."""
+    # Imported here: `import kstory` loads Keras, which `--list` does not need.
+    from kstory import provenance
+
     print(f"== {name}: {' && '.join(_shown(c) for c in commands)}", flush=True)
     start = time.monotonic()
     for command in commands:
@@ -206,8 +199,9 @@ def run_step(name, outputs, commands, manifest):
         manifest["files"][path] = {
             "step": name,
             "command": " && ".join(_shown(c) for c in commands),
-            "kstory_commit": _git("rev-parse", "--short", "HEAD"),
-            "kstory_tree": _tree_state(),
+            # The commit and tree state as each results file's header records them.
+            "kstory_commit": provenance._git_commit(),
+            "kstory_tree": provenance._git_tree(),
             "duration_s": round(duration, 1),
             "finished": finished,
         }
